@@ -1,0 +1,380 @@
+"""The ``tunecraft`` command line.
+
+    tunecraft generate "PROMPT" [--system NAME] [--duration S] [--seed N] [--cfg X] [--steps N] -o FILE.wav
+    tunecraft generate --prompts prompts.txt|prompts.jsonl -o OUTDIR
+    tunecraft systems [--json]
+    tunecraft data synth --n 200 --duration 10 --seed 1 --out DIR
+    tunecraft data music21 --out DIR [--limit N]
+    tunecraft data manifest DIR [-o data.jsonl]
+    tunecraft train RECIPE [--out DIR] [--resume] [--set key=value ...]
+
+Errors a user can cause (a missing file, a bad value, an unknown system) print one line on
+stderr and exit with code 2. Set ``TUNECRAFT_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import InvalidInput, InvalidPrompt, TunecraftError
+
+EXIT_USAGE = 2
+AUDIO_OUTPUT_EXTS = (".wav", ".flac")
+
+
+class CLIError(TunecraftError):
+    """A command-line usage error (bad flag, missing argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line, through our error path."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def _is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _progress_enabled(args) -> bool:
+    return not getattr(args, "quiet", False) and _is_tty()
+
+
+# --------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------
+
+
+def _slug(text: str, n: int = 40) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "_", text.strip()).strip("_").lower()
+    return s[:n] or "clip"
+
+
+def read_prompt_file(path: str) -> list[dict]:
+    """Read batch prompts: ``.txt`` (one per line, ``#`` comments) or ``.jsonl`` objects.
+
+    A JSONL line holds ``prompt`` (or ``description`` / ``text``) and optionally ``output``,
+    ``duration`` and ``seed``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput(f"prompts file not found: {path}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"cannot read prompts file {path}: {e}") from None
+    items: list[dict] = []
+    if p.suffix.lower() in (".jsonl", ".json"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InvalidInput(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            if isinstance(obj, str):
+                obj = {"prompt": obj}
+            if not isinstance(obj, dict):
+                raise InvalidInput(f"{path}:{n}: expected an object with a 'prompt' field")
+            prompt = obj.get("prompt", obj.get("description", obj.get("text")))
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise InvalidPrompt(f"{path}:{n}: empty prompt")
+            items.append({**obj, "prompt": prompt})
+    else:
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                items.append({"prompt": line})
+    if not items:
+        raise InvalidPrompt(f"prompts file {path} holds no prompt")
+    return items
+
+
+def _check_output_path(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in AUDIO_OUTPUT_EXTS:
+        raise InvalidInput(f"output must end in {' or '.join(AUDIO_OUTPUT_EXTS)}: {path}")
+    return out
+
+
+def _cmd_generate(args) -> int:
+    from .systems import check_cfg_scale, check_descriptions, check_duration, check_steps, load_system
+
+    # Validate everything the user typed before loading any model.
+    if args.prompt is not None and args.prompts is not None:
+        raise CLIError("give either a PROMPT or --prompts FILE, not both")
+    if args.prompts is not None:
+        items = read_prompt_file(args.prompts)
+    elif args.prompt is not None:
+        check_descriptions([args.prompt])
+        items = [{"prompt": args.prompt}]
+    else:
+        raise CLIError("a PROMPT (or --prompts FILE) is required")
+    duration = check_duration(args.duration, force=args.force)
+    for it in items:
+        if "duration" in it:
+            it["duration"] = check_duration(it["duration"], force=args.force)
+    check_cfg_scale(args.cfg)
+    check_steps(args.steps)
+    melody = None
+    if args.melody is not None:
+        from .audio import load_audio
+
+        melody = load_audio(args.melody)
+    batch = len(items) > 1 or args.prompts is not None
+    if batch:
+        outdir = Path(args.output or "outputs")
+        if outdir.suffix.lower() in AUDIO_OUTPUT_EXTS:
+            raise InvalidInput("with --prompts, -o names a directory, not a file")
+        targets = []
+        for i, it in enumerate(items):
+            name = it.get("output") or f"{i:04d}_{_slug(it['prompt'])}.{args.format}"
+            targets.append(_check_output_path(str(outdir / name)))
+    else:
+        targets = [_check_output_path(args.output or f"{_slug(items[0]['prompt'])}.{args.format}")]
+
+    system = load_system(args.system, device=args.device)
+    from .audio import save_audio
+
+    kwargs = {}
+    if args.steps is not None:
+        kwargs["steps"] = args.steps
+    if args.cfg is not None:
+        kwargs["cfg_scale"] = args.cfg
+    for i, (it, target) in enumerate(zip(items, targets)):
+        seed = it.get("seed", None if args.seed is None else args.seed + i)
+        dur = it.get("duration", duration)
+        if melody is not None:
+            wav, sr = system.generate_with_chroma(
+                [it["prompt"]], melody[0], melody[1], duration=dur, seed=seed,
+                progress=_progress_enabled(args), force=args.force, **kwargs,
+            )
+        else:
+            wav, sr = system.generate(
+                [it["prompt"]], duration=dur, seed=seed, progress=_progress_enabled(args), force=args.force, **kwargs
+            )
+        save_audio(target, wav[0], sr)
+        if not args.quiet:
+            print(f"{target}  ({wav.shape[-1] / sr:.1f} s, {sr} Hz)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# systems
+# --------------------------------------------------------------------------------------
+
+
+def _cmd_systems(args) -> int:
+    from .systems import SYSTEM_CLASSES, list_systems
+
+    installed = list_systems()
+    if args.json:
+        print(json.dumps([s.__dict__ for s in installed], indent=2))
+        return 0
+    if not installed:
+        print(
+            f"No generation system is installed (tunecraft {__version__}). "
+            f"System families: {', '.join(SYSTEM_CLASSES)}; their default bundles land in later releases."
+        )
+        return 0
+    width = max(len(s.name) for s in installed)
+    for s in installed:
+        print(f"{s.name:<{width}}  {s.system:<12} {', '.join(s.capabilities)}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+
+
+def _positive_int(name: str, value: int) -> int:
+    if value < 1:
+        raise InvalidInput(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _cmd_data_synth(args) -> int:
+    from .data.synth import synthesize_corpus
+
+    _positive_int("--n", args.n)
+    check = float(args.duration)
+    if not check > 0 or check > 600:
+        raise InvalidInput(f"--duration must be in (0, 600] seconds, got {args.duration:g}")
+    _positive_int("--workers", args.workers)
+    if args.soundfont is not None and not Path(args.soundfont).is_file():
+        raise InvalidInput(f"soundfont not found: {args.soundfont}")
+    summary = synthesize_corpus(
+        args.out,
+        n=args.n,
+        duration=args.duration,
+        seed=args.seed,
+        sample_rate=args.sample_rate,
+        soundfont=args.soundfont,
+        workers=args.workers,
+        fmt=args.format,
+        quiet=args.quiet or not _is_tty(),
+    )
+    if not args.quiet:
+        print(_summary_line(summary, args.out))
+    return 0
+
+
+def _summary_line(summary, out) -> str:
+    if isinstance(summary, dict):
+        parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
+                 if isinstance(v, (int, float, str))]
+        return f"wrote {out}: " + ", ".join(parts)
+    return f"wrote {out}: {summary}"
+
+
+def _cmd_data_music21(args) -> int:
+    from .data.music21_corpus import render_music21
+
+    if args.limit is not None:
+        _positive_int("--limit", args.limit)
+    if args.soundfont is not None and not Path(args.soundfont).is_file():
+        raise InvalidInput(f"soundfont not found: {args.soundfont}")
+    summary = render_music21(
+        args.out,
+        limit=args.limit,
+        seed=args.seed,
+        duration=args.duration,
+        sample_rate=args.sample_rate,
+        soundfont=args.soundfont,
+        quiet=args.quiet or not _is_tty(),
+    )
+    if not args.quiet:
+        print(_summary_line(summary, args.out))
+    return 0
+
+
+def _cmd_data_manifest(args) -> int:
+    from .data.manifest import build_manifest
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise InvalidInput(f"not a directory: {args.folder}")
+    out = Path(args.output) if args.output else folder / "data.jsonl"
+    result = build_manifest(folder, out=out)
+    if not args.quiet:
+        print(f"wrote {out}: {result}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tunecraft", description="Text-to-music generation: MusicGen, Noise2Music, MeLoDy, JEN-1.")
+    parser.add_argument("--version", action="version", version=f"tunecraft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="text to music")
+    g.add_argument("prompt", nargs="?", help="text description of the music")
+    g.add_argument("--prompts", metavar="FILE", help="batch prompts: .txt (one per line) or .jsonl")
+    g.add_argument("--system", default="musicgen", help="bundle name, system family or model directory (default: musicgen)")
+    g.add_argument("--duration", type=float, default=10.0, help="seconds of audio (default 10)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (bit-identical output for the same seed)")
+    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (system default if unset)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps for diffusion systems")
+    g.add_argument("--melody", metavar="FILE", help="reference recording whose chromagram conditions the melody")
+    g.add_argument("-o", "--output", help="output .wav/.flac (a directory with --prompts)")
+    g.add_argument("--format", choices=("wav", "flac"), default="wav", help="format for generated file names")
+    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--force", action="store_true", help="allow durations over 10 minutes")
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("systems", help="list installed systems and what each can do")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_systems)
+
+    d = sub.add_parser("data", help="make and index training data")
+    dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser)
+    ds = dsub.add_parser("synth", help="render the procedural music corpus")
+    ds.add_argument("--n", type=int, default=200, help="number of clips")
+    ds.add_argument("--duration", type=float, default=10.0, help="seconds per clip")
+    ds.add_argument("--seed", type=int, default=0, help="corpus seed (clip seeds and splits derive from it)")
+    ds.add_argument("--out", required=True, help="output directory")
+    ds.add_argument("--soundfont", default=None, help=".sf2 file (default: pretty_midi's TimGM6mb)")
+    ds.add_argument("--sample-rate", type=int, default=32000)
+    ds.add_argument("--workers", type=int, default=1, help="render processes")
+    ds.add_argument("--format", choices=("wav", "flac"), default="wav")
+    ds.add_argument("-q", "--quiet", action="store_true")
+    ds.set_defaults(func=_cmd_data_synth)
+
+    dm = dsub.add_parser("music21", help="render pieces of the music21 corpus")
+    dm.add_argument("--out", required=True)
+    dm.add_argument("--limit", type=int, default=None, help="number of pieces")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--duration", type=float, default=None, help="crop each piece to at most this many seconds")
+    dm.add_argument("--soundfont", default=None)
+    dm.add_argument("--sample-rate", type=int, default=32000)
+    dm.add_argument("-q", "--quiet", action="store_true")
+    dm.set_defaults(func=_cmd_data_music21)
+
+    dman = dsub.add_parser("manifest", help="index a folder of audio into an audiocraft-style data.jsonl")
+    dman.add_argument("folder")
+    dman.add_argument("-o", "--output", default=None)
+    dman.add_argument("-q", "--quiet", action="store_true")
+    dman.set_defaults(func=_cmd_data_manifest)
+    d.set_defaults(func=lambda a: _missing_subcommand(d))
+
+    from .train import add_train_arguments, main_from_args
+
+    t = sub.add_parser("train", help="train a model from a recipe")
+    add_train_arguments(t)
+    t.set_defaults(func=main_from_args)
+    return parser
+
+
+def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
+    raise CLIError(f"a subcommand is required (see '{parser.prog} --help')")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    debug = os.environ.get("TUNECRAFT_DEBUG", "") not in ("", "0")
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except TunecraftError as e:
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        # The environment refused something the user asked for (unwritable output, full disk).
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
