@@ -202,8 +202,6 @@ def _positive_int(name: str, value: int) -> int:
 
 
 def _cmd_data_synth(args) -> int:
-    from .data.synth import synthesize_corpus
-
     _positive_int("--n", args.n)
     check = float(args.duration)
     if not check > 0 or check > 600:
@@ -211,6 +209,8 @@ def _cmd_data_synth(args) -> int:
     _positive_int("--workers", args.workers)
     if args.soundfont is not None and not Path(args.soundfont).is_file():
         raise InvalidInput(f"soundfont not found: {args.soundfont}")
+    from .data.synth import synthesize_corpus
+
     summary = synthesize_corpus(
         args.out,
         n=args.n,
@@ -236,12 +236,12 @@ def _summary_line(summary, out) -> str:
 
 
 def _cmd_data_music21(args) -> int:
-    from .data.music21_corpus import render_music21
-
     if args.limit is not None:
         _positive_int("--limit", args.limit)
     if args.soundfont is not None and not Path(args.soundfont).is_file():
         raise InvalidInput(f"soundfont not found: {args.soundfont}")
+    from .data.music21_corpus import render_music21
+
     summary = render_music21(
         args.out,
         limit=args.limit,
