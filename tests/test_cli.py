@@ -152,3 +152,46 @@ def test_console_script_bad_input_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tunecraft", "--version"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("tunecraft ")
+
+
+@pytest.mark.slow
+def test_data_synth_200_clips_under_two_minutes(capsys, tmp_path):
+    """Acceptance: `tunecraft data synth --n 200 --duration 10 --seed 1` in under 2 minutes."""
+    import time
+
+    from tunecraft.audio import audio_info
+    from tunecraft.data import read_manifest
+
+    out = tmp_path / "synth"
+    t0 = time.perf_counter()
+    code, stdout, err = run_cli(capsys, "data", "synth", "--n", "200", "--duration", "10", "--seed", "1",
+                                "--out", str(out))
+    elapsed = time.perf_counter() - t0
+    print(f"synth 200 x 10 s: {elapsed:.1f} s wall")
+    assert code == 0, err
+    assert elapsed < 120
+    metas = read_manifest(out / "data.jsonl")
+    assert len(metas) == 200
+    split_total = sum(len(read_manifest(p)) for p in out.glob("*.jsonl") if p.name != "data.jsonl")
+    assert split_total == 200
+    for meta in metas[::25]:
+        info = audio_info(meta.path)
+        assert abs(info.duration - 10.0) < 0.05 and info.sample_rate == 32000
+        side = json.loads(Path(meta.info_path).read_text())
+        for key in ("title", "key", "bpm", "genre", "moods", "instrument", "keywords", "description"):
+            assert key in side, key
+        assert 60 <= side["bpm"] <= 180
+
+
+def test_data_synth_styles_and_bad_style(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "data", "synth", "--list-styles")
+    assert code == 0 and "jazz" in out.split()
+    code, _, err = run_cli(capsys, "data", "synth", "--out", str(tmp_path), "--styles", "jazz,polka-fusion")
+    assert_one_line_error(code, err, "polka-fusion")
+    code, _, err = run_cli(capsys, "data", "synth", "--n", "3")
+    assert_one_line_error(code, err, "--out")
+    code, _, _ = run_cli(capsys, "data", "synth", "--out", str(tmp_path / "j"), "--n", "3", "--duration", "2",
+                         "--styles", "jazz", "-q")
+    assert code == 0
+    sides = [json.loads(p.read_text()) for p in (tmp_path / "j" / "audio").glob("*.json")]
+    assert len(sides) == 3 and {s["style"] for s in sides} == {"jazz"}

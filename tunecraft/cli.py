@@ -202,6 +202,13 @@ def _positive_int(name: str, value: int) -> int:
 
 
 def _cmd_data_synth(args) -> int:
+    if args.list_styles:
+        from .data.composer import list_styles
+
+        print("\n".join(list_styles()))
+        return 0
+    if not args.out:
+        raise CLIError("--out DIR is required")
     _positive_int("--n", args.n)
     check = float(args.duration)
     if not check > 0 or check > 600:
@@ -209,8 +216,15 @@ def _cmd_data_synth(args) -> int:
     _positive_int("--workers", args.workers)
     if args.soundfont is not None and not Path(args.soundfont).is_file():
         raise InvalidInput(f"soundfont not found: {args.soundfont}")
+    from .data.composer import list_styles
     from .data.synth import synthesize_corpus
 
+    styles = None
+    if args.styles:
+        styles = [x.strip() for x in args.styles.split(",") if x.strip()]
+        unknown = sorted(set(styles) - set(list_styles()))
+        if unknown:
+            raise InvalidInput(f"unknown style(s) {', '.join(unknown)}; known: {', '.join(list_styles())}")
     summary = synthesize_corpus(
         args.out,
         n=args.n,
@@ -220,6 +234,7 @@ def _cmd_data_synth(args) -> int:
         soundfont=args.soundfont,
         workers=args.workers,
         fmt=args.format,
+        styles=styles,
         quiet=args.quiet or not _is_tty(),
     )
     if not args.quiet:
@@ -238,6 +253,8 @@ def _summary_line(summary, out) -> str:
 def _cmd_data_music21(args) -> int:
     if args.limit is not None:
         _positive_int("--limit", args.limit)
+    if args.duration is not None and not 0 < args.duration <= 3600:
+        raise InvalidInput(f"--duration must be in (0, 3600] seconds, got {args.duration:g}")
     if args.soundfont is not None and not Path(args.soundfont).is_file():
         raise InvalidInput(f"soundfont not found: {args.soundfont}")
     from .data.music21_corpus import render_music21
@@ -305,11 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--n", type=int, default=200, help="number of clips")
     ds.add_argument("--duration", type=float, default=10.0, help="seconds per clip")
     ds.add_argument("--seed", type=int, default=0, help="corpus seed (clip seeds and splits derive from it)")
-    ds.add_argument("--out", required=True, help="output directory")
+    ds.add_argument("--out", help="output directory (required)")
     ds.add_argument("--soundfont", default=None, help=".sf2 file (default: pretty_midi's TimGM6mb)")
     ds.add_argument("--sample-rate", type=int, default=32000)
     ds.add_argument("--workers", type=int, default=1, help="render processes")
     ds.add_argument("--format", choices=("wav", "flac"), default="wav")
+    ds.add_argument("--styles", default=None, help="comma-separated style families (default: all; see --list-styles)")
+    ds.add_argument("--list-styles", action="store_true", help="print the style families and exit")
     ds.add_argument("-q", "--quiet", action="store_true")
     ds.set_defaults(func=_cmd_data_synth)
 
@@ -317,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", required=True)
     dm.add_argument("--limit", type=int, default=None, help="number of pieces")
     dm.add_argument("--seed", type=int, default=0)
-    dm.add_argument("--duration", type=float, default=None, help="crop each piece to at most this many seconds")
+    dm.add_argument("--duration", type=float, default=30.0, help="crop each piece to at most this many seconds (default 30)")
     dm.add_argument("--soundfont", default=None)
     dm.add_argument("--sample-rate", type=int, default=32000)
     dm.add_argument("-q", "--quiet", action="store_true")
