@@ -32,8 +32,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# pip, minus the warnings some machines print for configured-but-absent local indexes.
+pip_install() {
+  "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
-"$VENV/bin/python" -m pip install -q -e ".[all,dev]"
+pip_install --upgrade pip
+pip_install "$TORCH_SPEC"
+pip_install -e ".[all,dev]"
 "$VENV/bin/python" -c "import tunecraft, torch; print(f'setup: tunecraft {tunecraft.__version__} with torch {torch.__version__} in $VENV')"
