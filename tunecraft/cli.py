@@ -195,6 +195,11 @@ def _cmd_systems(args) -> int:
 # --------------------------------------------------------------------------------------
 
 
+def _check_soundfont(path: str | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise InvalidInput(f"soundfont not found: {path}")
+
+
 def _positive_int(name: str, value: int) -> int:
     if value < 1:
         raise InvalidInput(f"{name} must be >= 1, got {value}")
@@ -214,8 +219,7 @@ def _cmd_data_synth(args) -> int:
     if not check > 0 or check > 600:
         raise InvalidInput(f"--duration must be in (0, 600] seconds, got {args.duration:g}")
     _positive_int("--workers", args.workers)
-    if args.soundfont is not None and not Path(args.soundfont).is_file():
-        raise InvalidInput(f"soundfont not found: {args.soundfont}")
+    _check_soundfont(args.soundfont)
     from .data.composer import list_styles
     from .data.synth import synthesize_corpus
 
@@ -255,8 +259,7 @@ def _cmd_data_music21(args) -> int:
         _positive_int("--limit", args.limit)
     if args.duration is not None and not 0 < args.duration <= 3600:
         raise InvalidInput(f"--duration must be in (0, 3600] seconds, got {args.duration:g}")
-    if args.soundfont is not None and not Path(args.soundfont).is_file():
-        raise InvalidInput(f"soundfont not found: {args.soundfont}")
+    _check_soundfont(args.soundfont)
     from .data.music21_corpus import render_music21
 
     summary = render_music21(
