@@ -1,1 +1,63 @@
-"""tunecraft.lm"""
+"""Codec-token language models: codebook interleaving patterns, the MusicGen LM, sampling, converters."""
+
+from .convert import (
+    ConvertedMusicGen,
+    convert_audiocraft_state_dict,
+    convert_transformers_musicgen,
+    lm_config_from_audiocraft,
+    lm_config_from_transformers,
+    load_audiocraft_checkpoint,
+)
+from .model import CodecLM, CodecLMConfig, LMLoss, LMOutput, ProgressCallback
+from .patterns import (
+    PATTERN_PROVIDERS,
+    CoarseFirstPatternProvider,
+    CodebooksPatternProvider,
+    DelayedPatternProvider,
+    FlattenedPatternProvider,
+    LayoutCoord,
+    MusicLMPatternProvider,
+    ParallelPatternProvider,
+    PartialDelayPatternProvider,
+    PartialFlattenedPatternProvider,
+    Pattern,
+    StereoDelayPatternProvider,
+    StereoPartialDelayPatternProvider,
+    UnrolledPatternProvider,
+    get_pattern_provider,
+)
+from .sampling import SamplingParams, apply_cfg, sample_next_token, sample_top_k, sample_top_p
+
+__all__ = [
+    "ConvertedMusicGen",
+    "convert_audiocraft_state_dict",
+    "convert_transformers_musicgen",
+    "lm_config_from_audiocraft",
+    "lm_config_from_transformers",
+    "load_audiocraft_checkpoint",
+    "CodecLM",
+    "CodecLMConfig",
+    "LMLoss",
+    "LMOutput",
+    "ProgressCallback",
+    "PATTERN_PROVIDERS",
+    "CoarseFirstPatternProvider",
+    "CodebooksPatternProvider",
+    "DelayedPatternProvider",
+    "FlattenedPatternProvider",
+    "LayoutCoord",
+    "MusicLMPatternProvider",
+    "ParallelPatternProvider",
+    "PartialDelayPatternProvider",
+    "PartialFlattenedPatternProvider",
+    "Pattern",
+    "StereoDelayPatternProvider",
+    "StereoPartialDelayPatternProvider",
+    "UnrolledPatternProvider",
+    "get_pattern_provider",
+    "SamplingParams",
+    "apply_cfg",
+    "sample_next_token",
+    "sample_top_k",
+    "sample_top_p",
+]
