@@ -404,9 +404,9 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_bundle_lookup(tmp_path, monkeypatch):
-    import tunecraft.codecs.base as base
+    import tunecraft.pretrained as pretrained
 
-    monkeypatch.setattr(base, "BUNDLES_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "BUNDLES_DIR", tmp_path)
     tiny_vae().save_pretrained(tmp_path / "vae-tiny")
     assert isinstance(load_codec("vae-tiny"), VAEGANCodec)
     with pytest.raises(CheckpointError, match="vae-tiny"):  # the error lists what is installed

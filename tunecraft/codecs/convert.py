@@ -39,7 +39,7 @@ from ..errors import CheckpointError, ConfigError, DependencyError
 from ..modules.conv import StreamableConv1d, StreamableConvTranspose1d
 from ..modules.quantization import RVQConfig
 from ..modules.seanet import SEANetConfig, SEANetResnetBlock, StreamableLSTM
-from .base import load_state_checked
+from ..pretrained import load_state_checked
 from .rvq_codec import RVQCodec, RVQCodecConfig
 
 _WN = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}

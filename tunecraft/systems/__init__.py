@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError, UnknownSystem
+from ..pretrained import BUNDLES_DIR
 from .base import (  # noqa: F401
     MAX_DURATION_S,
     GenerationSystem,
@@ -35,7 +36,6 @@ SYSTEM_CLASSES: dict[str, str] = {
 #: Other spellings users type for a family.
 SYSTEM_ALIASES = {"jen-1": "jen1", "jen": "jen1", "n2m": "noise2music"}
 
-BUNDLES_DIR = Path(__file__).resolve().parent.parent / "bundles"
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""Model directories: how every tunecraft model is found, checked and loaded.
+
+A model directory holds ``config.json`` (naming the class and its versions) and
+``model.safetensors``. Default bundles ship inside the package under
+``tunecraft/bundles/<name>`` and are found by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """A model directory from a path, or from the name of a bundle in ``tunecraft/bundles``."""
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise CheckpointError(f"expected a model directory or bundle name, got {name_or_path!r}")
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is not a model directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
+        return path
+    bundle = BUNDLES_DIR / str(name_or_path)
+    if "/" not in str(name_or_path) and not str(name_or_path).startswith(".") and bundle.is_dir():
+        return bundle
+    available = sorted(p.name for p in BUNDLES_DIR.iterdir() if p.is_dir() and not p.name.startswith(".")) if BUNDLES_DIR.is_dir() else []
+    hint = f"installed bundles: {', '.join(available)}" if available else "no bundles are installed"
+    raise CheckpointError(f"no model directory or bundle named '{name_or_path}' ({hint})")
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` after checking names and shapes; cast to the model's dtypes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s) (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensor(s) (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}")
+    for key, ref in own.items():
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {tuple(state[key].shape)}, the model expects {tuple(ref.shape)}"
+            )
+    cast = {k: (v.to(own[k].dtype) if v.dtype != own[k].dtype else v) for k, v in state.items()}
+    model.load_state_dict(cast, strict=True)
