@@ -182,6 +182,10 @@ class TrainTask:
 #: Built-in tasks, imported lazily: name -> "module:Class".
 BUILTIN_TASKS: Dict[str, str] = {
     "toy-audio-ae": "tunecraft.train.toy:ToyAudioAETask",
+    "codec-rvq": "tunecraft.codecs.tasks:RVQCodecTask",
+    "vae-gan": "tunecraft.codecs.tasks:VAEGANTask",
+    "masked-ae": "tunecraft.codecs.tasks:MaskedAETask",
+    "joint": "tunecraft.joint.task:JointTask",
 }
 ENTRY_POINT_GROUP = "tunecraft.train_tasks"
 

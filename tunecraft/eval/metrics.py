@@ -1,0 +1,216 @@
+"""Objective metrics of text-to-music generation (MusicGen / Noise2Music / MeLoDy / JEN-1 tables).
+
+* :func:`kl_divergence` / :class:`KLDivergenceMetric` - KL between the label posteriors of the
+  reference clip and of the generation for the same prompt, per pair then averaged, as
+  audiocraft's ``KLDivergenceMetric`` (with our :class:`~tunecraft.eval.classifiers.TagClassifier`
+  in place of PaSST)::
+
+      KL(p || q) = sum_v p_v (log p_v - log(q_v + eps)),   eps = 1e-6, 0 log 0 = 0
+
+  ``kld`` is ``KL(p_ref || p_gen)``, ``kld_rev`` the reverse, ``kld_both`` their sum; with several
+  heads each pair's KL is the mean over heads.
+* :func:`text_audio_similarity` - the CLAP/MuLan score: mean over pairs of
+  ``cos(e_audio(x_i), e_text(y_i))`` with the joint model.
+* :func:`chroma_cosine_similarity` - MusicGen's melody metric: chromagrams (12 bins, STFT
+  chroma as audiocraft's ``ChromaExtractor``) of the reference melody and the generation,
+  truncated to the shorter one, cosine per frame, averaged over frames and clips.
+* :func:`attribute_accuracy` - tempo within 6 % (:func:`~tunecraft.eval.attributes.tempo_match`),
+  exact key and mode (:func:`~tunecraft.eval.attributes.estimate_key`), and style/instrument by the
+  tag classifier's argmax.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidInput
+from .attributes import estimate_key, estimate_tempo, key_match, tempo_match
+
+__all__ = [
+    "KLDivergenceMetric",
+    "attribute_accuracy",
+    "chroma_cosine_similarity",
+    "kl_divergence",
+    "paired_kl_divergence",
+    "text_audio_similarity",
+]
+
+
+# ---- KL divergence ------------------------------------------------------------------------------
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``KL(p || q)`` per row of distributions ``p, q [B, V]`` -> ``[B]`` (see the module docstring)."""
+    if p.shape != q.shape or p.dim() != 2:
+        raise InvalidInput(f"kl_divergence needs two [B, V] tensors of one shape, got {tuple(p.shape)} and "
+                           f"{tuple(q.shape)}")
+    p = p.double()
+    q = q.double()
+    if (p < 0).any() or (q < 0).any():
+        raise InvalidInput("probabilities must be >= 0")
+    return F.kl_div((q + eps).log(), p, reduction="none").sum(-1).float()
+
+
+def _as_heads(x: Union[torch.Tensor, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    return {"probs": x} if isinstance(x, torch.Tensor) else dict(x)
+
+
+class KLDivergenceMetric:
+    """Accumulates paired KL divergences over batches (audiocraft's ``KLDivergenceMetric``).
+
+    ``update(reference, generated)`` takes posteriors ``[B, V]`` or ``{head: [B, V_head]}`` of
+    the reference clips and of the generations for the same prompts (row ``i`` with row ``i``).
+    ``compute()`` returns ``{"kld", "kld_rev", "kld_both", "pairs"}`` averaged over all pairs.
+    """
+
+    def __init__(self, eps: float = 1e-6):
+        self.eps = float(eps)
+        self.reset()
+
+    def reset(self) -> None:
+        self._pq = 0.0
+        self._qp = 0.0
+        self._n = 0
+
+    def update(self, reference: Union[torch.Tensor, Mapping[str, torch.Tensor]],
+               generated: Union[torch.Tensor, Mapping[str, torch.Tensor]]) -> None:
+        ref, gen = _as_heads(reference), _as_heads(generated)
+        if set(ref) != set(gen) or not ref:
+            raise InvalidInput(f"reference and generated posteriors have different heads: "
+                               f"{sorted(ref)} vs {sorted(gen)}")
+        pq = torch.stack([kl_divergence(ref[h], gen[h], self.eps) for h in sorted(ref)]).mean(0)
+        qp = torch.stack([kl_divergence(gen[h], ref[h], self.eps) for h in sorted(ref)]).mean(0)
+        self._pq += float(pq.sum())
+        self._qp += float(qp.sum())
+        self._n += int(pq.shape[0])
+
+    def compute(self) -> Dict[str, float]:
+        if self._n == 0:
+            raise InvalidInput("KLDivergenceMetric: no pairs were added")
+        kld, rev = self._pq / self._n, self._qp / self._n
+        return {"kld": kld, "kld_rev": rev, "kld_both": kld + rev, "pairs": float(self._n)}
+
+
+@torch.no_grad()
+def paired_kl_divergence(classifier, reference: torch.Tensor, generated: torch.Tensor, sample_rate: int,
+                         generated_sample_rate: Optional[int] = None) -> Dict[str, float]:
+    """KL metrics of ``reference [B, C, T]`` vs ``generated [B, C, T']`` (pairs by row) with a
+    :class:`~tunecraft.eval.classifiers.TagClassifier`."""
+    if reference.shape[0] != generated.shape[0]:
+        raise InvalidInput(f"{reference.shape[0]} reference clips but {generated.shape[0]} generations")
+    metric = KLDivergenceMetric()
+    metric.update(classifier.posteriors(reference, sample_rate),
+                  classifier.posteriors(generated, generated_sample_rate or sample_rate))
+    return metric.compute()
+
+
+# ---- text-audio similarity ----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def text_audio_similarity(model, wav: torch.Tensor, sample_rate: int, texts: Sequence[str],
+                          reduce: bool = True) -> Union[float, torch.Tensor]:
+    """Mean cosine ``(1/B) sum_i cos(a_i, t_i)`` of paired clips ``wav [B, C, T]`` and ``texts``
+    under a :class:`~tunecraft.joint.JointEmbeddingModel` (``reduce=False``: the ``[B]`` cosines)."""
+    sims = model.similarity(wav, sample_rate, list(texts)).float().cpu()
+    return float(sims.mean()) if reduce else sims
+
+
+# ---- chroma cosine ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def chroma_cosine_similarity(reference: torch.Tensor, generated: torch.Tensor, sample_rate: int,
+                             generated_sample_rate: Optional[int] = None, argmax: bool = False,
+                             radix2_exp: int = 12, reduce: bool = True) -> Union[float, torch.Tensor]:
+    """Chroma cosine similarity of ``reference`` and ``generated`` (``[B, C, T]``, ``[B, T]`` or ``[T]``).
+
+    Both are brought to ``sample_rate`` (the generation is resampled if its rate differs), their
+    chromagrams ``[B, 12, F]`` (frame-wise max-normalised; one-hot with ``argmax``) truncated to the
+    shorter ``F``, and ``cos(c_ref[:, :, f], c_gen[:, :, f])`` (eps 1e-8) averaged over frames and
+    clips. ``reduce=False`` returns the per-clip means ``[B]``.
+    """
+    from ..audio import chromagram, resample
+
+    def batch(x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise InvalidInput("audio must be a floating-point tensor")
+        return x[None] if x.dim() == 1 else x
+
+    ref = batch(reference).float()
+    gen = batch(generated).float()
+    if generated_sample_rate is not None and generated_sample_rate != sample_rate:
+        gen = resample(gen, int(generated_sample_rate), int(sample_rate))
+    if ref.shape[0] != gen.shape[0]:
+        raise InvalidInput(f"{ref.shape[0]} reference clips but {gen.shape[0]} generations")
+    c_ref = chromagram(ref, sample_rate, argmax=argmax, radix2_exp=radix2_exp)
+    c_gen = chromagram(gen, sample_rate, argmax=argmax, radix2_exp=radix2_exp)
+    n = min(c_ref.shape[-1], c_gen.shape[-1])
+    if n == 0:
+        raise InvalidInput("audio too short for a chromagram")
+    cos = F.cosine_similarity(c_ref[..., :n], c_gen[..., :n], dim=1, eps=1e-8)  # [B, n]
+    per_clip = cos.mean(-1)
+    return float(per_clip.mean()) if reduce else per_clip
+
+
+# ---- attribute accuracy -------------------------------------------------------------------------
+
+
+def _np_mono(wav: torch.Tensor):
+    x = wav.detach().float().cpu()
+    if x.dim() == 2:
+        x = x.mean(0)
+    if x.dim() != 1:
+        raise InvalidInput(f"expected one clip [C, T] or [T], got {tuple(wav.shape)}")
+    return x.numpy()
+
+
+def attribute_accuracy(clips: Sequence[torch.Tensor], sample_rate: int, targets: Sequence[Mapping[str, Any]],
+                       classifier=None, tempo_tol: float = 0.06) -> Dict[str, Any]:
+    """Attribute accuracy of generated ``clips`` (each ``[C, T]``) against what their prompts asked
+    (``targets[i]``: a dict with any of ``bpm``, ``key`` (``"A minor"``), ``mode``, ``style``,
+    ``instrument``).
+
+    Returns ``{"tempo_acc", "key_acc", "mode_acc", "style_acc", "instrument_acc"}`` (fractions of
+    the clips that had that target; metrics without any target are left out) plus ``"counts"``.
+    Tempo: estimate within ``tempo_tol`` (6 %) of ``bpm``; key: exact tonic and mode; mode: the
+    estimated key's mode; style/instrument: the tag classifier's most likely label.
+    """
+    if len(clips) != len(targets):
+        raise InvalidInput(f"{len(clips)} clips but {len(targets)} targets")
+    hits: Dict[str, List[bool]] = {}
+
+    def add(name: str, ok: bool) -> None:
+        hits.setdefault(name, []).append(bool(ok))
+
+    predictions: Dict[str, List[str]] = {}
+    wanted = [f for f in ("style", "instrument") if any(t.get(f) for t in targets)]
+    if classifier is not None and wanted:
+        for f in wanted:
+            if f not in classifier.fields:
+                raise InvalidInput(f"the tag classifier has no {f!r} head (it has {classifier.fields})")
+        for i, clip in enumerate(clips):
+            pred = classifier.predict(clip[None] if clip.dim() == 2 else clip[None, None], sample_rate)
+            for f in wanted:
+                predictions.setdefault(f, []).append(pred[f][0])
+    for i, (clip, target) in enumerate(zip(clips, targets)):
+        x = _np_mono(clip)
+        if target.get("bpm"):
+            add("tempo_acc", tempo_match(estimate_tempo(x, sample_rate), float(target["bpm"]), tol=tempo_tol))
+        key_ref = target.get("key")
+        mode_ref = target.get("mode") or (str(key_ref).split()[-1].lower() if key_ref else None)
+        if key_ref or mode_ref:
+            tonic, mode, _ = estimate_key(x, sample_rate)
+            if key_ref:
+                add("key_acc", key_match((tonic, mode), key_ref))
+            if mode_ref:
+                add("mode_acc", mode == str(mode_ref).lower())
+        for f in predictions:
+            if target.get(f):
+                add(f"{f}_acc", predictions[f][i] == str(target[f]).strip().lower())
+    out: Dict[str, Any] = {k: sum(v) / len(v) for k, v in hits.items()}
+    out["counts"] = {k: len(v) for k, v in hits.items()}
+    return out
