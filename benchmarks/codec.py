@@ -39,7 +39,7 @@ import torch
 
 from tunecraft.audio import resample
 from tunecraft.codecs import CompressionModel, RVQCodec, load_codec
-from tunecraft.codecs.base import BUNDLES_DIR
+from tunecraft.pretrained import BUNDLES_DIR
 from tunecraft.codecs.tasks import CodecClipDataset, resolve_split
 from tunecraft.errors import DependencyError, TunecraftError
 

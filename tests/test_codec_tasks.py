@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tunecraft.codecs import CompressionModel, MaskedAutoencoder, RVQCodec, VAEGANCodec, load_codec
-from tunecraft.codecs.base import BUNDLES_DIR
+from tunecraft.pretrained import BUNDLES_DIR
 from tunecraft.codecs.tasks import (
     CodecClipDataset,
     CodecDataConfig,
