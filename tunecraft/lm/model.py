@@ -53,7 +53,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 TEXT_FUSE = ("cross", "prepend", "none")
-#: placeholder for codes still to be generated (never fed to the model)
+#: marker for codes still to be generated (never fed to the model)
 UNKNOWN_TOKEN = -1
 
 #: ``callback(done_steps, total_steps)`` called after every decoding step
