@@ -435,8 +435,11 @@ def test_fsdp_in_one_plain_process_and_strategy_checks(tmp_path, monkeypatch):
 def test_module_entry_point_reports_errors_on_one_line(tmp_path, capsys):
     from tunecraft.train.__main__ import main
 
+    from tunecraft.train import list_recipes
+
     assert main(["no-such-recipe"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown recipe 'no-such-recipe'; available recipes: toy-audio-ae"
+    expected = f"error: unknown recipe 'no-such-recipe'; available recipes: {', '.join(list_recipes())}"
+    assert capsys.readouterr().err.strip() == expected and "toy-audio-ae" in expected
     assert main(["--list"]) == 0 and "toy-audio-ae" in capsys.readouterr().out
     out = tmp_path / "cli"
     args = ["toy-audio-ae", "--out", str(out)] + [a for o in TINY + ["train.steps=2"] for a in ("--set", o)]
