@@ -415,3 +415,23 @@ def test_codec_loss_presets_and_total():
         loss.generator_loss(x, x_hat)  # adversarial terms need discriminator outputs
     with pytest.raises(ConfigError):
         CodecLossConfig(adversarial="wasserstein")
+
+
+def test_replaced_codes_survive_the_ema_update():
+    """A re-seeded codeword must not be pulled back to its dead value by the same step's EMA update."""
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(RVQConfig(dimension=4, n_q=1, bins=8, kmeans_init=False, threshold_ema_dead_code=2))
+    cb = rvq.layers[0].codebook
+    x = torch.randn(4, 4, 50)
+    with torch.no_grad():
+        cb.embed[:4] = torch.randn(4, 4) * 0.5
+        cb.embed[4:] = 100.0  # rarely used: EMA usage below the threshold but not zero
+        cb.cluster_size[:4] = 50.0
+        cb.cluster_size[4:] = 1.0
+        cb.embed_avg.copy_(cb.embed * cb.cluster_size[:, None])
+    out = rvq(x)
+    assert out.metrics["replaced_codes"] == 4
+    data = x.permute(0, 2, 1).reshape(-1, 4)
+    nearest = torch.cdist(cb.embed[4:], data).min(dim=1).values
+    assert nearest.max() < 1.0, nearest  # they sit among the batch vectors, not back at 100
+    assert torch.all(cb.cluster_size[4:] >= 0.99 * 2.0)  # usage reset to the threshold, then decayed once

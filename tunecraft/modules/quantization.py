@@ -168,6 +168,11 @@ class EuclideanCodebook(nn.Module):
             return 0
         replacement = sample_vectors(samples, self.codebook_size)
         self.embed.copy_(torch.where(expired[:, None], replacement, self.embed))
+        # Keep the EMA state consistent with the new codewords (m_i = N_i e_i, with N_i reset to
+        # the threshold); otherwise the next update, e_i = m_i / N_i, restores the dead codeword.
+        reset = torch.full_like(self.cluster_size, float(self.threshold_ema_dead_code))
+        self.cluster_size.copy_(torch.where(expired, reset, self.cluster_size))
+        self.embed_avg.copy_(torch.where(expired[:, None], replacement * reset[:, None], self.embed_avg))
         _broadcast_buffers(self)
         return n_expired
 
