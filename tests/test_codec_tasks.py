@@ -29,8 +29,8 @@ from tunecraft.codecs.tasks import (
     cpu_rvq_codec_config,
     cpu_vae_gan_config,
     export_checkpoint,
-    resolve_split,
 )
+from tunecraft.data import resolve_split
 from tunecraft.errors import CheckpointError, ConfigError, InvalidInput
 from tunecraft.modules.bottlenecks import KLBottleneckConfig, MaskedBottleneckConfig
 from tunecraft.modules.losses import CodecLossConfig

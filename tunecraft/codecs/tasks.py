@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..data.manifest import resolve_split
 from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
 from ..modules.discriminators import DiscriminatorConfig
 from ..modules.losses import CodecLossConfig
@@ -78,7 +79,6 @@ __all__ = [
     "cpu_rvq_codec_config",
     "cpu_vae_gan_config",
     "export_checkpoint",
-    "resolve_split",
 ]
 
 if __name__ == "__main__":  # pragma: no cover
@@ -223,21 +223,6 @@ def _check_start(value: int) -> None:
 
 
 # ---- data -----------------------------------------------------------------------------------
-
-
-def resolve_split(source: Union[str, Path], split: str) -> Optional[Path]:
-    """The manifest of ``split`` in a corpus directory (``<source>/<split>.jsonl[.gz]``), or
-    ``None`` when ``source`` has no such manifest or it lists no clip."""
-    root = Path(source)
-    if not root.is_dir():
-        return None
-    for name in (f"{split}.jsonl", f"{split}.jsonl.gz"):
-        path = root / name
-        if path.is_file():
-            if path.stat().st_size == 0:
-                return None
-            return path
-    return None
 
 
 def _metas(source: Union[str, Path, List[Any]], what: str) -> List[Any]:

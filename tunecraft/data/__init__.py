@@ -10,6 +10,7 @@ from .manifest import (  # noqa: E402,F401
     build_manifest,
     load_info,
     read_manifest,
+    resolve_split,
     scan_audio_folder,
     write_manifest,
 )

@@ -437,3 +437,18 @@ def load_info(meta: AudioMeta | PathLike) -> dict:
                 raise InvalidInput(f"cannot read caption file {cap}: {e}") from None
             info["description"] = text or None
     return info
+
+
+def resolve_split(source: str | Path, split: str) -> Path | None:
+    """The manifest of ``split`` in a corpus directory (``<source>/<split>.jsonl[.gz]``), or
+    ``None`` when ``source`` has no such manifest or it lists no clip."""
+    root = Path(source)
+    if not root.is_dir():
+        return None
+    for name in (f"{split}.jsonl", f"{split}.jsonl.gz"):
+        path = root / name
+        if path.is_file():
+            if path.stat().st_size == 0:
+                return None
+            return path
+    return None

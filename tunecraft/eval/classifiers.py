@@ -248,7 +248,7 @@ def fit_tag_classifier(embeddings: torch.Tensor, infos: Sequence[Mapping[str, An
 
 def _load_split(source: str, split: str, sample_rate: int) -> Tuple[List[torch.Tensor], List[dict]]:
     from ..audio.io import load_audio
-    from ..codecs.tasks import resolve_split
+    from ..data.manifest import resolve_split
     from ..data import AudioDataset, load_info
 
     manifest = resolve_split(source, split) or source

@@ -211,7 +211,7 @@ class JointTask(TrainTask):
         return JointEmbeddingModel(self.config.model)
 
     def _split_source(self, split: str) -> Optional[Any]:
-        from ..codecs.tasks import resolve_split
+        from ..data.manifest import resolve_split
 
         manifest = resolve_split(self.data.source, split)
         if manifest is not None:
