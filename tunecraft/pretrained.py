@@ -7,12 +7,14 @@ A model directory holds ``config.json`` (naming the class and its versions) and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -55,3 +57,50 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
             )
     cast = {k: (v.to(own[k].dtype) if v.dtype != own[k].dtype else v) for k, v in state.items()}
     model.load_state_dict(cast, strict=True)
+
+
+def read_model_config(path: Path) -> tuple[Path, dict]:
+    """``(config_file, meta)`` of a model directory; ``meta`` names ``class`` and holds ``config``."""
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path} has no {CONFIG_NAME}")
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("class"), str) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{cfg_file} does not describe a tunecraft model (needs 'class' and 'config')")
+    return cfg_file, meta
+
+
+def check_model_versions(path: Path, meta: dict, model_version: Any, format_version: int) -> None:
+    """Refuse directories written in a newer format or for another version of the model class."""
+    fmt = meta.get("format_version")
+    if not isinstance(fmt, int) or fmt > format_version:
+        raise CheckpointError(f"{path} was written in format version {fmt!r}; this tunecraft reads up to "
+                              f"{format_version} (upgrade tunecraft)")
+    if meta.get("model_version") != model_version:
+        raise CheckpointError(f"{path} holds {meta['class']} version {meta.get('model_version')!r}; this tunecraft "
+                              f"expects version {model_version}")
+
+
+def parse_model_config(config_class: type, meta: dict, cfg_file: Path) -> Any:
+    """The typed config stored in ``meta``; a bad one is a :class:`CheckpointError`."""
+    try:
+        return config_class.from_dict(meta["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{cfg_file}: invalid config: {e}") from None
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``path/model.safetensors``; missing or corrupt is a :class:`CheckpointError`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{path} has no {WEIGHTS_NAME}")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights} is unreadable or corrupt: {e}") from None

@@ -29,8 +29,17 @@ from torch import nn
 
 from ..audio import convert_channels, resample
 from ..config import Config
-from ..errors import CheckpointError, ConfigError, InvalidInput, TunecraftError
-from ..pretrained import CONFIG_NAME, WEIGHTS_NAME, load_state_checked, resolve_model_dir
+from ..errors import CheckpointError, InvalidInput, TunecraftError
+from ..pretrained import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_model_versions,
+    load_state_checked,
+    parse_model_config,
+    read_model_config,
+    read_weights,
+    resolve_model_dir,
+)
 
 FORMAT_VERSION = 1
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -220,48 +229,22 @@ class CompressionModel(nn.Module, abc.ABC):
     @classmethod
     def from_pretrained(cls: type[M], name_or_path: str | Path, device: str | torch.device | None = None) -> M:
         """Load a codec directory (or bundle name); on ``CompressionModel`` any registered class."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = resolve_model_dir(name_or_path)
-        cfg_file = path / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise CheckpointError(f"{path} has no {CONFIG_NAME}")
-        try:
-            meta = json.loads(cfg_file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("class"), str) or not isinstance(meta.get("config"), dict):
-            raise CheckpointError(f"{cfg_file} does not describe a tunecraft codec (needs 'class' and 'config')")
+        cfg_file, meta = read_model_config(path)
         klass = _REGISTRY.get(meta["class"])
         if klass is None:
             raise CheckpointError(f"{path} holds a '{meta['class']}', which is not a codec this tunecraft knows "
                                   f"({', '.join(sorted(_REGISTRY))})")
         if not issubclass(klass, cls):
             raise CheckpointError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-        fmt = meta.get("format_version")
-        if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
-            raise CheckpointError(f"{path} was written in format version {fmt!r}; this tunecraft reads up to "
-                                  f"{FORMAT_VERSION} (upgrade tunecraft)")
-        if meta.get("model_version") != klass.model_version:
-            raise CheckpointError(f"{path} holds {meta['class']} version {meta.get('model_version')!r}; this tunecraft "
-                                  f"expects version {klass.model_version}")
-        try:
-            config = klass.config_class.from_dict(meta["config"])
-        except ConfigError as e:
-            raise CheckpointError(f"{cfg_file}: invalid config: {e}") from None
-        weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"{path} has no {WEIGHTS_NAME}")
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{weights} is unreadable or corrupt: {e}") from None
+        check_model_versions(path, meta, klass.model_version, FORMAT_VERSION)
+        config = parse_model_config(klass.config_class, meta, cfg_file)
+        state = read_weights(path)
         try:
             model = klass(config)
         except TunecraftError as e:
             raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
-        load_state_checked(model, state, str(weights))
+        load_state_checked(model, state, str(path / WEIGHTS_NAME))
         if device is not None:
             model = model.to(device)
         return model.eval()

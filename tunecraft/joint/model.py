@@ -505,46 +505,27 @@ class JointEmbeddingModel(nn.Module):
                         text_encoder=None) -> "JointEmbeddingModel":
         """Load a model directory or a bundle name (e.g. ``"joint-tiny"``), checking class,
         versions, tensor names and shapes. Returns the model in eval mode."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from ..pretrained import load_state_checked, resolve_model_dir
+        from ..pretrained import (
+            check_model_versions,
+            load_state_checked,
+            parse_model_config,
+            read_model_config,
+            read_weights,
+            resolve_model_dir,
+        )
 
         path = resolve_model_dir(name_or_path)
-        cfg_file = path / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise CheckpointError(f"{path} has no {CONFIG_NAME}")
-        try:
-            meta = json.loads(cfg_file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-        if (not isinstance(meta, dict) or meta.get("class") != cls.CLASS_NAME
-                or not isinstance(meta.get("config"), dict)):
-            found = meta.get("class") if isinstance(meta, dict) else None
-            raise CheckpointError(f"{path} holds a {found!r}, not a {cls.CLASS_NAME}")
-        fmt = meta.get("format_version")
-        if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
-            raise CheckpointError(f"{path} was written in format version {fmt!r}; this tunecraft reads up to "
-                                  f"{FORMAT_VERSION} (upgrade tunecraft)")
-        if meta.get("model_version") != cls.VERSION:
-            raise CheckpointError(f"{path} holds {cls.CLASS_NAME} version {meta.get('model_version')!r}; this "
-                                  f"tunecraft reads version {cls.VERSION}")
-        try:
-            config = JointConfig.from_dict(meta["config"])
-        except ConfigError as e:
-            raise CheckpointError(f"{cfg_file}: invalid config: {e}") from None
-        weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"{path} has no {WEIGHTS_NAME}")
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{weights} is unreadable or corrupt: {e}") from None
+        cfg_file, meta = read_model_config(path)
+        if meta["class"] != cls.CLASS_NAME:
+            raise CheckpointError(f"{path} holds a {meta['class']!r}, not a {cls.CLASS_NAME}")
+        check_model_versions(path, meta, cls.VERSION, FORMAT_VERSION)
+        config = parse_model_config(JointConfig, meta, cfg_file)
+        state = read_weights(path)
         try:
             model = cls(config, text_encoder=text_encoder)
         except TunecraftError as e:
             raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
-        load_state_checked(model, state, str(weights))
+        load_state_checked(model, state, str(path / WEIGHTS_NAME))
         if device is not None:
             model = model.to(device)
         return model.eval()

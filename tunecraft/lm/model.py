@@ -39,7 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from ..pretrained import load_state_checked
+from ..pretrained import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_model_versions,
+    load_state_checked,
+    parse_model_config,
+    read_model_config,
+    read_weights,
+)
 from ..errors import CheckpointError, ConfigError, InvalidInput, TunecraftError
 from ..modules.attention import linear
 from ..modules.transformer import ACTIVATIONS, POSITIONAL, CrossContext, Transformer
@@ -49,8 +57,6 @@ from .sampling import SamplingParams, apply_cfg, sample_next_token
 
 __all__ = ["CodecLMConfig", "CodecLM", "LMOutput", "LMLoss", "ProgressCallback"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 TEXT_FUSE = ("cross", "prepend", "none")
 #: marker for codes still to be generated (never fed to the model)
@@ -667,44 +673,20 @@ class CodecLM(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None) -> "CodecLM":
         """Load a directory written by :meth:`save_pretrained` (checks class, versions, names and shapes)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path).expanduser()
         if not path.is_dir():
             raise CheckpointError(f"{path} is not a model directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-        cfg_file = path / CONFIG_NAME
-        try:
-            meta = json.loads(cfg_file.read_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{path} has no {CONFIG_NAME}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-        if not isinstance(meta, dict) or meta.get("class") != cls.__name__ or not isinstance(meta.get("config"), dict):
-            found = meta.get("class") if isinstance(meta, dict) else None
-            raise CheckpointError(f"{path} does not hold a {cls.__name__} (config.json names {found!r})")
-        fmt = meta.get("format_version")
-        if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
-            raise CheckpointError(f"{path} was written in format version {fmt!r}; this tunecraft reads up to {FORMAT_VERSION}")
-        if meta.get("model_version") != cls.model_version:
-            raise CheckpointError(f"{path} holds {cls.__name__} version {meta.get('model_version')!r}; "
-                                  f"this tunecraft expects version {cls.model_version}")
-        try:
-            config = cls.config_class.from_dict(meta["config"])
-        except ConfigError as e:
-            raise CheckpointError(f"{cfg_file}: invalid config: {e}") from None
-        weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"{path} has no {WEIGHTS_NAME}")
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{weights} is unreadable or corrupt: {e}") from None
+        cfg_file, meta = read_model_config(path)
+        if meta["class"] != cls.__name__:
+            raise CheckpointError(f"{path} does not hold a {cls.__name__} (config.json names {meta['class']!r})")
+        check_model_versions(path, meta, cls.model_version, FORMAT_VERSION)
+        config = parse_model_config(cls.config_class, meta, cfg_file)
+        state = read_weights(path)
         try:
             model = cls(config)
         except TunecraftError as e:
             raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
-        model.load_state_checked(state, str(weights))
+        model.load_state_checked(state, str(path / WEIGHTS_NAME))
         if device is not None:
             model = model.to(device)
         return model.eval()
