@@ -283,20 +283,9 @@ class CodecClipDataset(torch.utils.data.Dataset):
         return fit_length(wav.float(), self.num_samples).clamp(-1.0, 1.0)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        n = len(self.metas)
-        if not -n <= index < n:
-            raise IndexError(f"clip {index} out of range for {n} files")
-        index %= n
-        for k in range(n):
-            i = (index + k) % n
-            if i in self._bad:
-                continue
-            try:
-                return self._load(i)
-            except (AudioFormatError, InvalidInput, OSError, RuntimeError) as e:
-                self._bad.add(i)
-                warnings.warn(f"skipping audio file that failed to load {self.metas[i].path}: {e}", stacklevel=2)
-        raise TunecraftError(f"every one of the {n} audio files failed to load")
+        from ..data.dataset import load_first_good
+
+        return load_first_good(index, self.metas, self._bad, self._load)
 
 
 # ---- the tasks ------------------------------------------------------------------------------

@@ -52,6 +52,28 @@ from ..config import Config
 from ..errors import AudioFormatError, InvalidInput, TunecraftError
 from .manifest import AudioMeta, SkippedFile, find_manifest, load_info, read_manifest, scan_audio_folder
 
+
+def load_first_good(index: int, metas: Sequence[AudioMeta], bad: set, load) -> Any:
+    """``load(i)`` for the first loadable file from ``index`` on (wrapping round).
+
+    A file that fails is added to ``bad`` (never retried), named in a warning, and the next one
+    is tried; when every file has failed a :class:`TunecraftError` is raised.
+    """
+    n = len(metas)
+    if not -n <= index < n:
+        raise IndexError(f"clip {index} out of range for {n} files")
+    index %= n
+    for k in range(n):
+        i = (index + k) % n
+        if i in bad:
+            continue
+        try:
+            return load(i)
+        except (AudioFormatError, InvalidInput, OSError, RuntimeError) as e:
+            bad.add(i)
+            warnings.warn(f"skipping audio file that failed to load {metas[i].path}: {e}", stacklevel=3)
+    raise TunecraftError(f"every one of the {n} audio files failed to load")
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]

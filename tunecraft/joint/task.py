@@ -139,20 +139,9 @@ class CaptionedClipDataset(torch.utils.data.Dataset):
         return {"wav": wav, "text": self.captions[index][k], "index": index}
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        n = len(self.metas)
-        if not -n <= index < n:
-            raise IndexError(f"clip {index} out of range for {n} files")
-        index %= n
-        for j in range(n):
-            i = (index + j) % n
-            if i in self._bad:
-                continue
-            try:
-                return self._load(i)
-            except (AudioFormatError, InvalidInput, OSError, RuntimeError) as e:
-                self._bad.add(i)
-                warnings.warn(f"skipping audio file that failed to load {self.metas[i].path}: {e}", stacklevel=2)
-        raise TunecraftError(f"every one of the {n} audio files failed to load")
+        from ..data.dataset import load_first_good
+
+        return load_first_good(index, self.metas, self._bad, self._load)
 
 
 def collate_pairs(items: List[Dict[str, Any]]) -> Dict[str, Any]:
