@@ -385,12 +385,15 @@ def test_save_and_load_round_trip(tmp_path):
         dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
     params = {n for n, _ in model.named_parameters()}
     assert all(dtypes[k] == "F16" for k in params)  # weights in half precision
-    assert dtypes["quantizer.layers.0.codebook.embed"] == "F32"  # codebooks and EMA stats keep float32
-    assert dtypes["quantizer.layers.0.codebook.cluster_size"] == "F32"
+    assert dtypes["quantizer.layers.0.codebook.embed"] == "F16"  # codewords ship in half precision
+    assert dtypes["quantizer.layers.0.codebook.cluster_size"] == "F32"  # usage counts keep float32
+    assert not any(k.endswith("embed_avg") for k in dtypes)  # EMA sums are rebuilt on load
     assert (d16 / "model.safetensors").stat().st_size < (d32 / "model.safetensors").stat().st_size
     half = RVQCodec.from_pretrained(d16)
     assert all(p.dtype == torch.float32 for p in half.state_dict().values() if p.is_floating_point())
     assert (half.decode(codes) - wav).abs().max().item() < 1e-2
+    book = half.quantizer.layers[0].codebook
+    assert torch.allclose(book.embed_avg, book.embed * book.cluster_size[:, None])
 
     mae = tiny_mae().eval()
     mae.fit_whitening(0.3 * torch.randn(4, 2, 800))

@@ -195,9 +195,11 @@ class CompressionModel(nn.Module, abc.ABC):
         """Write ``config.json`` and ``model.safetensors`` to the directory ``path``.
 
         ``dtype="float16"`` stores the float32 *parameters* in half precision (about half the
-        size); they are loaded back as float32. Buffers (codebooks and their EMA statistics,
-        latent scale, whitening statistics and matrices) keep their precision, since EMA counts
-        can exceed the float16 range and the whitening is a precise linear map.
+        size) and the RVQ codewords too; they are loaded back as float32. Training-only state
+        that is a function of other tensors (the codebooks' EMA sums) is left out and rebuilt on
+        load. The other buffers (codebook usage counts, latent scale, whitening statistics and
+        matrices) keep their precision, since EMA counts can exceed the float16 range and the
+        whitening is a precise linear map.
         """
         from safetensors.torch import save_file
 
@@ -214,6 +216,10 @@ class CompressionModel(nn.Module, abc.ABC):
             if dtype == "float16" and key in param_names and value.dtype == torch.float32:
                 value = value.to(torch.float16)
             state[key] = value.contiguous().clone()
+        for name, module in self.named_modules():  # training-only state (e.g. codebook EMA sums)
+            prune = getattr(module, "prune_export_state", None)
+            if prune is not None:
+                prune(state, f"{name}." if name else "", half=dtype == "float16")
         save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "class": type(self).__name__})
         meta = {
             "class": type(self).__name__,
@@ -244,6 +250,10 @@ class CompressionModel(nn.Module, abc.ABC):
             model = klass(config)
         except TunecraftError as e:
             raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
+        for name, module in model.named_modules():
+            restore = getattr(module, "restore_export_state", None)
+            if restore is not None:
+                restore(state, f"{name}." if name else "")
         load_state_checked(model, state, str(path / WEIGHTS_NAME))
         if device is not None:
             model = model.to(device)

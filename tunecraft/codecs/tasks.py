@@ -56,7 +56,7 @@ from ..data.manifest import resolve_split
 from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
 from ..modules.discriminators import DiscriminatorConfig
 from ..modules.losses import CodecLossConfig
-from ..modules.quantization import RVQConfig
+from ..modules.quantization import EuclideanCodebook, RVQConfig
 from ..modules.seanet import SEANetConfig
 from ..train.task import Audio, OptimizerSpec, TrainTask, default_param_groups, register_task
 from .base import CompressionModel
@@ -435,6 +435,9 @@ class CodecTask(TrainTask):
         with torch.no_grad():  # the fits must see the float16-rounded weights that will ship
             for p in codec.parameters():
                 p.copy_(p.half().float())
+            for module in codec.modules():  # the codewords ship in float16 as well
+                if isinstance(module, EuclideanCodebook):
+                    module.embed.copy_(module.embed.half().float())
         report = self.post_training_fit(codec)
         codec.save_pretrained(out_dir, dtype="float16")
         if report:

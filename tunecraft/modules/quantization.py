@@ -140,6 +140,22 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed", embed)
         self.register_buffer("embed_avg", embed.clone())
 
+    # ---- shipping: the EMA sums are training state, rebuilt on load ---------------------------
+
+    def prune_export_state(self, state: dict, prefix: str, half: bool) -> None:
+        """Drop ``embed_avg`` from an exported ``state`` (it equals ``embed * cluster_size`` up to
+        the Laplace smoothing) and, when ``half``, store the codewords in float16."""
+        state.pop(prefix + "embed_avg", None)
+        if half and state[prefix + "embed"].dtype == torch.float32:
+            state[prefix + "embed"] = state[prefix + "embed"].to(torch.float16)
+
+    def restore_export_state(self, state: dict, prefix: str) -> None:
+        """Inverse of :meth:`prune_export_state`: rebuild ``embed_avg = embed * cluster_size`` so
+        that fine-tuning a shipped codec continues its EMA from consistent statistics."""
+        if prefix + "embed_avg" not in state and prefix + "embed" in state and prefix + "cluster_size" in state:
+            embed = state[prefix + "embed"].float()
+            state[prefix + "embed_avg"] = embed * state[prefix + "cluster_size"].float()[:, None]
+
     @torch.no_grad()
     def init_embed_(self, data: torch.Tensor) -> None:
         """k-means initialisation from ``data [N, D]`` (first training batch only)."""
