@@ -148,6 +148,10 @@ def _cmd_generate(args) -> int:
         kwargs["steps"] = args.steps
     if args.cfg is not None:
         kwargs["cfg_scale"] = args.cfg
+    if args.path is not None:
+        kwargs["path"] = args.path
+    if args.keep_stages is not None:
+        kwargs["keep_stages"] = args.keep_stages
     for i, (it, target) in enumerate(zip(items, targets)):
         seed = it.get("seed", None if args.seed is None else args.seed + i)
         dur = it.get("duration", duration)
@@ -308,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (system default if unset)")
     g.add_argument("--steps", type=int, default=None, help="sampling steps for diffusion systems")
     g.add_argument("--melody", metavar="FILE", help="reference recording whose chromagram conditions the melody")
+    g.add_argument("--path", default=None, help="noise2music generation path: waveform or spectrogram (bundle default if unset)")
+    g.add_argument("--keep-stages", metavar="DIR", default=None, help="save every cascade stage's output in DIR (noise2music)")
     g.add_argument("-o", "--output", help="output .wav/.flac (a directory with --prompts)")
     g.add_argument("--format", choices=("wav", "flac"), default="wav", help="format for generated file names")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -351,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     dman.add_argument("-q", "--quiet", action="store_true")
     dman.set_defaults(func=_cmd_data_manifest)
     d.set_defaults(func=lambda a: _missing_subcommand(d))
+
+    cv = sub.add_parser("convert", help="convert official checkpoints into tunecraft bundles")
+    cvsub = cv.add_subparsers(dest="convert_command", metavar="WHAT", parser_class=_Parser)
+    from .systems.musicgen_convert import add_convert_arguments, cmd_convert_musicgen
+
+    cvm = cvsub.add_parser("musicgen", help="transformers or audiocraft MusicGen -> MusicGen bundle")
+    add_convert_arguments(cvm)
+    cvm.set_defaults(func=cmd_convert_musicgen)
+    cv.set_defaults(func=lambda a: _missing_subcommand(cv))
 
     from .train import add_train_arguments, main_from_args
 

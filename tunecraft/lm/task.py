@@ -1,0 +1,429 @@
+"""Training task ``musicgen-lm``: the MusicGen codec-token LM on a captioned corpus.
+
+**Tokens, once.** The codec is frozen, so every clip is encoded once and the codes are cached
+(:func:`tokenize_clips`): ``<token_cache>/<split>-<codec fingerprint>-q<K>[-stereo][-chroma].pt``
+(default ``token_cache``: ``<corpus>/tokens``). The fingerprint is a hash of the codec's weights
+file, so a retrained codec gets fresh tokens. Clips that fail to load are skipped and counted.
+Under ``torchrun`` rank 0 encodes and the other ranks wait.
+
+**Items** (:class:`TokenClipDataset`): a ``segment_seconds`` crop of a clip's codes at a random
+frame offset and one of its captions drawn uniformly (both from the global torch RNG, which the
+training loop seeds from ``(seed, epoch, index)``); shorter clips are padded and masked out of
+the loss. Validation items use fixed offsets and the first caption. With melody conditioning
+(``lm.n_chroma > 0``) each item carries the argmax chromagram of the same span, computed from
+the full mix at tokenisation time (the paper removes drums and bass with a source separator
+first; no separator ships here, so the chroma of the mix is the honest substitute).
+
+**Loss**: :meth:`CodecLM.compute_loss` (cross-entropy per codebook, averaged; conditions dropped
+with ``lm.cfg_dropout`` for classifier-free guidance). The text goes through a frozen encoder
+(MiniLM by default) and a learned projection (:class:`~tunecraft.text.TextConditioner`).
+
+**Export** writes a MusicGen bundle (:class:`tunecraft.systems.musicgen.MusicGen`): the LM and
+projection in float16, the codec referenced by name when it is a shipped bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
+from ..pretrained import BUNDLES_DIR, WEIGHTS_NAME, resolve_model_dir
+from ..text.conditioner import TextConditioner, TextConditionerConfig
+from ..train.task import TrainTask, register_task
+from .model import CodecLM, CodecLMConfig
+
+__all__ = [
+    "ConditionedLM",
+    "MusicGenDataConfig",
+    "MusicGenTaskConfig",
+    "MusicGenTask",
+    "TokenClipDataset",
+    "codec_fingerprint",
+    "tokenize_clips",
+]
+
+TOKEN_CACHE_VERSION = 1
+#: chromagram settings of the melody condition (audiocraft's ChromaExtractor: 2**12 window)
+CHROMA_RADIX2_EXP = 12
+
+
+def _tiny_lm() -> CodecLMConfig:
+    return CodecLMConfig(n_q=4, card=2048, dim=256, num_heads=4, num_layers=6, ffn_dim=1024, cfg_dropout=0.2,
+                         max_context=500, extend_stride=300)
+
+
+@dataclasses.dataclass
+class MusicGenTaskConfig(Config):
+    """``[task]`` of ``musicgen-lm``.
+
+    ``codec``: a codec bundle name or directory (frozen); ``num_codebooks``: codec streams per
+    channel the LM models (its ``lm.n_q`` must equal that, doubled when ``stereo``).
+    ``text_encoder``: a :func:`~tunecraft.text.get_text_encoder` spec; ``text_cache_size``
+    should cover every distinct caption, so each is encoded once. ``sampling``: the bundle's
+    default sampling settings; ``description``: one line shown by ``tunecraft systems``.
+    ``sample_seconds``: length of the audio logged every ``train.sample_every`` steps.
+    """
+
+    lm: CodecLMConfig = dataclasses.field(default_factory=_tiny_lm)
+    codec: str = "codec-rvq"
+    num_codebooks: int = 4
+    stereo: bool = False
+    text_encoder: str = "minilm"
+    text_max_length: Optional[int] = None
+    text_cache_size: int = 16384
+    sampling: dict = dataclasses.field(default_factory=lambda: {"top_k": 250, "temperature": 1.0, "cfg_scale": 3.0})
+    description: str = ""
+    sample_seconds: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.num_codebooks < 1:
+            raise ConfigError(f"num_codebooks must be >= 1, got {self.num_codebooks}")
+        streams = self.num_codebooks * (2 if self.stereo else 1)
+        if self.lm.n_q != streams:
+            raise ConfigError(f"lm.n_q ({self.lm.n_q}) must equal num_codebooks{' x 2 (stereo)' if self.stereo else ''} "
+                              f"= {streams}")
+        if self.sample_seconds <= 0:
+            raise ConfigError(f"sample_seconds must be positive, got {self.sample_seconds}")
+
+
+@dataclasses.dataclass
+class MusicGenDataConfig(Config):
+    """``[data]`` of ``musicgen-lm``: a captioned corpus (``tunecraft data synth`` output or any
+    source with caption sidecars), crops of ``segment_seconds``, ``valid_clips`` validation clips."""
+
+    source: str = "data/synth"
+    train_split: str = "train"
+    valid_split: str = "valid"
+    segment_seconds: float = 10.0
+    valid_clips: int = 32
+    token_cache: str = ""
+    encode_batch: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.segment_seconds <= 0:
+            raise ConfigError(f"segment_seconds must be positive, got {self.segment_seconds}")
+        if self.valid_clips < 0 or self.encode_batch < 1:
+            raise ConfigError("valid_clips must be >= 0 and encode_batch >= 1")
+
+
+# ---- tokens -------------------------------------------------------------------------------
+
+
+def codec_fingerprint(codec_spec: str) -> str:
+    """16 hex digits of the SHA-256 of a codec directory's weights file."""
+    path = resolve_model_dir(codec_spec) / WEIGHTS_NAME
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    return h.hexdigest()[:16]
+
+
+def tokenize_clips(metas: List[Any], captions: List[List[str]], codec, num_codebooks: int, stereo: bool = False,
+                   chroma: bool = False, batch_size: int = 8, progress: bool = True) -> Dict[str, Any]:
+    """Encode every clip once: ``{"items": [{"path", "codes" int16 [Q, T], "captions",
+    "chroma" uint8 [frames] | None}], "skipped": n, ...}``.
+
+    Stereo clips give ``Q = 2 K`` streams interleaved L0, R0, L1, R1, ... (each channel through the
+    mono codec); otherwise the audio is mixed to the codec's channel count. ``chroma`` stores the
+    argmax pitch class of every chroma frame (hop ``2**12 / 4`` samples at the codec rate).
+    """
+    from ..audio import chromagram
+    from ..audio.io import load_audio
+
+    codec.set_num_codebooks(num_codebooks)
+    sr = codec.sample_rate
+    items: List[Dict[str, Any]] = []
+    skipped = 0
+    pending: List[Tuple[Any, List[str], torch.Tensor]] = []
+    t0 = time.time()
+
+    def flush() -> None:
+        if not pending:
+            return
+        wav = torch.stack([w for _, _, w in pending])  # [B, C, T]
+        with torch.inference_mode():
+            if stereo:
+                left = codec.encode(wav[:, :1])
+                right = codec.encode(wav[:, 1:2])
+                codes = torch.stack([left, right], dim=2).flatten(1, 2)
+            else:
+                codes = codec.encode(wav)
+            pc = None
+            if chroma:
+                pc = chromagram(wav.mean(dim=1), sr, argmax=True, radix2_exp=CHROMA_RADIX2_EXP).argmax(dim=1)
+        for j, (meta, caps, _) in enumerate(pending):
+            items.append({"path": str(meta.path), "codes": codes[j].to(torch.int16).clone(), "captions": caps,
+                          "chroma": None if pc is None else pc[j].to(torch.uint8).clone()})
+        pending.clear()
+
+    for i, (meta, caps) in enumerate(zip(metas, captions)):
+        try:
+            wav, _ = load_audio(meta.path, sample_rate=sr, channels=2 if stereo else codec.channels)
+        except (AudioFormatError, InvalidInput, OSError) as e:
+            warnings.warn(f"tokenize: skipping {meta.path}: {e}", stacklevel=2)
+            skipped += 1
+            continue
+        if wav.shape[-1] < codec.hop_length or not torch.isfinite(wav).all():
+            warnings.warn(f"tokenize: skipping {meta.path}: too short or not finite", stacklevel=2)
+            skipped += 1
+            continue
+        if pending and (len(pending) >= batch_size or pending[0][2].shape[-1] != wav.shape[-1]):
+            flush()
+        pending.append((meta, caps, wav.clamp(-1.0, 1.0)))
+        if progress and (i + 1) % 100 == 0:
+            print(f"tokenize: {i + 1}/{len(metas)} clips ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    flush()
+    if not items:
+        raise TunecraftError("tokenize: no clip could be loaded")
+    return {"version": TOKEN_CACHE_VERSION, "num_codebooks": num_codebooks, "stereo": stereo,
+            "frame_rate": codec.frame_rate, "sample_rate": sr, "items": items, "skipped": skipped}
+
+
+class TokenClipDataset(torch.utils.data.Dataset):
+    """``{"codes": [Q, S] int64, "mask": [S] bool, "text": str[, "chroma": [12, F] float]}`` items
+    (see the module docstring)."""
+
+    def __init__(self, items: List[Dict[str, Any]], segment_frames: int, frame_rate: float, sample_rate: int,
+                 random: bool, seed: int = 0, chroma_bins: int = 0):
+        if not items:
+            raise InvalidInput("TokenClipDataset needs at least one clip")
+        self.items = items
+        self.segment = int(segment_frames)
+        self.frame_rate = float(frame_rate)
+        self.random = bool(random)
+        self.seed = int(seed)
+        self.chroma_bins = int(chroma_bins)
+        self.chroma_rate = sample_rate / (2 ** CHROMA_RADIX2_EXP // 4)
+        self.chroma_frames = max(1, int(round(self.segment * self.chroma_rate / self.frame_rate)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        item = self.items[index]
+        codes = item["codes"].long()
+        T = codes.shape[1]
+        slack = max(0, T - self.segment)
+        if self.random:
+            offset = int(torch.randint(slack + 1, ()).item())
+            k = int(torch.randint(len(item["captions"]), ()).item())
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+            offset, k = int(torch.randint(slack + 1, (), generator=g).item()), 0
+        crop = codes[:, offset: offset + self.segment]
+        n = crop.shape[1]
+        mask = torch.zeros(self.segment, dtype=torch.bool)
+        mask[:n] = True
+        if n < self.segment:
+            crop = torch.cat([crop, crop.new_zeros(crop.shape[0], self.segment - n)], dim=1)
+        out = {"codes": crop, "mask": mask, "text": item["captions"][k]}
+        if self.chroma_bins:
+            pc = item.get("chroma")
+            if pc is None:
+                raise InvalidInput(f"{item['path']}: the token cache has no chroma (re-tokenise with melody)")
+            lo = int(round(offset * self.chroma_rate / self.frame_rate))
+            idx = pc[lo: lo + self.chroma_frames].long()
+            onehot = torch.zeros(self.chroma_bins, self.chroma_frames)
+            onehot[0] = 1.0  # frames past the clip: the null melody (bin 0)
+            if idx.numel():
+                onehot[:, : idx.numel()] = torch.nn.functional.one_hot(idx, self.chroma_bins).t().float()
+            out["chroma"] = onehot
+        return out
+
+
+def collate_tokens(items: List[Dict[str, Any]]) -> Dict[str, Any]:
+    out = {"codes": torch.stack([it["codes"] for it in items]), "mask": torch.stack([it["mask"] for it in items]),
+           "text": [it["text"] for it in items]}
+    if "chroma" in items[0]:
+        out["chroma"] = torch.stack([it["chroma"] for it in items])
+    return out
+
+
+# ---- model ----------------------------------------------------------------------------------
+
+
+class ConditionedLM(nn.Module):
+    """The trainable part of MusicGen: :class:`CodecLM` + the text projection (frozen encoder)."""
+
+    def __init__(self, lm: CodecLMConfig, text: TextConditionerConfig) -> None:
+        super().__init__()
+        self.lm = CodecLM(lm)
+        self.text = TextConditioner.from_config(text)
+
+    def forward(self, codes: torch.Tensor, texts: List[str], chroma: Optional[torch.Tensor] = None,
+                frame_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, ce_per_codebook [K])`` of :meth:`CodecLM.compute_loss`."""
+        text = self.text(texts) if self.lm.config.text_fuse != "none" else None
+        out = self.lm.compute_loss(codes, text, chroma, frame_mask=frame_mask)
+        return out.loss, out.ce_per_codebook
+
+
+@register_task("musicgen-lm")
+class MusicGenTask(TrainTask):
+    """Trains the MusicGen LM over frozen codec tokens (module docstring)."""
+
+    config_class = MusicGenTaskConfig
+    data_config_class = MusicGenDataConfig
+    config: MusicGenTaskConfig
+    data: MusicGenDataConfig
+
+    def __init__(self, config: Optional[MusicGenTaskConfig] = None, data: Optional[MusicGenDataConfig] = None):
+        super().__init__(config, data)
+        self._codec = None
+        self._valid_texts: List[str] = []
+
+    # ---- parts ------------------------------------------------------------------------------
+    def codec(self):
+        if self._codec is None:
+            from ..codecs import DiscreteCompressionModel, load_codec
+
+            codec = load_codec(self.config.codec, device="cpu")
+            if not isinstance(codec, DiscreteCompressionModel):
+                raise ConfigError(f"task.codec {self.config.codec!r} is not a discrete (RVQ) codec")
+            if self.config.num_codebooks > codec.total_codebooks:
+                raise ConfigError(f"num_codebooks={self.config.num_codebooks} but the codec has {codec.total_codebooks}")
+            if codec.cardinality != self.config.lm.card:
+                raise ConfigError(f"lm.card ({self.config.lm.card}) must equal the codec's codebook size "
+                                  f"({codec.cardinality})")
+            if self.config.stereo and codec.channels != 1:
+                raise ConfigError("stereo training codes each channel with a mono codec")
+            codec.set_num_codebooks(self.config.num_codebooks)
+            self._codec = codec
+        return self._codec
+
+    def text_config(self) -> TextConditionerConfig:
+        return TextConditionerConfig(model_dim=self.config.lm.dim, encoder=self.config.text_encoder,
+                                     max_length=self.config.text_max_length, cache_size=self.config.text_cache_size,
+                                     cfg_dropout_p=0.0)
+
+    def build_model(self) -> ConditionedLM:
+        return ConditionedLM(self.config.lm, self.text_config())
+
+    # ---- data -------------------------------------------------------------------------------
+    def _split_source(self, split: str) -> Optional[Any]:
+        from ..data.manifest import resolve_split
+
+        manifest = resolve_split(self.data.source, split)
+        if manifest is not None:
+            return manifest
+        return self.data.source if split == self.data.train_split else None
+
+    def _cache_file(self, split: str) -> Path:
+        if self.data.token_cache:
+            root = Path(self.data.token_cache)
+        else:
+            src = Path(self.data.source)
+            root = (src if src.is_dir() else src.parent) / "tokens"
+        tag = f"{split}-{codec_fingerprint(self.config.codec)}-q{self.config.num_codebooks}"
+        tag += "-stereo" if self.config.stereo else ""
+        tag += "-chroma" if self.config.lm.n_chroma else ""
+        return root / f"{tag}.pt"
+
+    def tokens(self, split: str) -> Optional[Dict[str, Any]]:
+        """The split's token cache (encoding it first if needed); ``None`` if the split is absent."""
+        from ..train.checkpoint import atomic_write
+
+        source = self._split_source(split)
+        if source is None:
+            return None
+        path = self._cache_file(split)
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        main = not dist or torch.distributed.get_rank() == 0
+        if main and not path.is_file():
+            from ..joint.task import load_captioned
+
+            metas, caps = load_captioned(source, f"{split} data")
+            print(f"tokenize: encoding {len(metas)} {split} clips with {self.config.codec} -> {path}",
+                  file=sys.stderr, flush=True)
+            cache = tokenize_clips(metas, caps, self.codec(), self.config.num_codebooks, self.config.stereo,
+                                   chroma=self.config.lm.n_chroma > 0, batch_size=self.data.encode_batch)
+            if cache["skipped"]:
+                print(f"tokenize: skipped {cache['skipped']} unreadable clip(s)", file=sys.stderr, flush=True)
+            atomic_write(path, lambda f: torch.save(cache, f))
+        if dist:
+            torch.distributed.barrier()
+        try:
+            cache = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file
+            raise CheckpointError(f"token cache {path} is unreadable ({e}); delete it to re-encode") from None
+        if cache.get("version") != TOKEN_CACHE_VERSION:
+            raise CheckpointError(f"token cache {path} has version {cache.get('version')}; delete it to re-encode")
+        return cache
+
+    def _dataset(self, cache: Dict[str, Any], random: bool, limit: Optional[int] = None) -> TokenClipDataset:
+        items = cache["items"] if limit is None else cache["items"][:limit]
+        frames = max(1, int(round(self.data.segment_seconds * cache["frame_rate"])))
+        return TokenClipDataset(items, frames, cache["frame_rate"], cache["sample_rate"], random=random,
+                                seed=self.data.seed, chroma_bins=self.config.lm.n_chroma)
+
+    def build_train_dataset(self) -> TokenClipDataset:
+        cache = self.tokens(self.data.train_split)
+        if cache is None:
+            raise ConfigError(f"no training split {self.data.train_split!r} in {self.data.source}")
+        return self._dataset(cache, random=True)
+
+    def build_valid_dataset(self) -> Optional[TokenClipDataset]:
+        if self.data.valid_clips == 0:
+            return None
+        cache = self.tokens(self.data.valid_split)
+        if cache is None:
+            return None
+        ds = self._dataset(cache, random=False, limit=self.data.valid_clips)
+        self._valid_texts = [it["captions"][0] for it in ds.items]
+        return ds
+
+    def collate(self, items: List[Any]) -> Any:
+        return collate_tokens(items)
+
+    # ---- steps ------------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: Mapping[str, Any], step: int,
+                      phase: str = "main") -> Tuple[torch.Tensor, Mapping[str, Any]]:
+        loss, ce = model(batch["codes"], batch["text"], batch.get("chroma"), frame_mask=batch["mask"])
+        logs = {f"ce_q{k}": ce[k].detach() for k in range(ce.shape[0])}
+        return loss, logs
+
+    def system(self, model: nn.Module):
+        """A :class:`~tunecraft.systems.musicgen.MusicGen` around the trained parts."""
+        from ..systems.musicgen import MusicGen, MusicGenConfig
+        from ..train.distributed import unwrap
+
+        inner = unwrap(model)
+        cfg = MusicGenConfig(codec=self.config.codec, num_codebooks=self.config.num_codebooks,
+                             text=self.text_config().to_dict(), stereo=self.config.stereo,
+                             sampling=dict(self.config.sampling), description=self.config.description)
+        codec = self.codec().to(inner.lm.device)
+        system = MusicGen(inner.lm, inner.text, codec, cfg)
+        return system
+
+    def sample(self, model: nn.Module, step: int) -> Dict[str, Tuple[torch.Tensor, int]]:
+        text = self._valid_texts[0] if self._valid_texts else "an upbeat pop song with piano and drums"
+        system = self.system(model)
+        was_training = model.training
+        try:
+            wav, sr = system.generate([text], duration=self.config.sample_seconds, seed=step)
+        finally:
+            model.train(was_training)
+        return {"sample": (wav[0].cpu(), sr)}
+
+    def export(self, model: nn.Module, out_dir: Path) -> None:
+        if not isinstance(model, ConditionedLM):
+            raise CheckpointError(f"musicgen-lm exports a ConditionedLM, got {type(model).__name__}")
+        system = self.system(model.cpu().eval())
+        spec = self.config.codec
+        shipped = "/" not in spec and not spec.startswith(".") and (BUNDLES_DIR / spec).is_dir()
+        system.save_pretrained(out_dir, dtype="float16", codec_name=spec if shipped else None)
