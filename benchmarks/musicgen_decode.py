@@ -14,6 +14,13 @@ millisecond); tunecraft gets the same text states already projected.
 
     python benchmarks/musicgen_decode.py                      # d=512, 8 layers, 250 frames, CFG 3
     python benchmarks/musicgen_decode.py --dim 1024 --layers 24 --heads 16 --frames 100
+
+``--e2e BUNDLE`` also times a shipped MusicGen bundle end to end (prompt -> text encoder -> LM
+with top-k sampling and CFG -> codec decode -> waveform) for ``--e2e-seconds`` of audio and
+prints its real-time factor (audio seconds per wall-clock second; > 1 is faster than real time);
+``--skip-compare`` runs only that part:
+
+    python benchmarks/musicgen_decode.py --e2e musicgen-tiny --skip-compare --threads 2
 """
 
 from __future__ import annotations
@@ -153,6 +160,29 @@ def _worker(args: argparse.Namespace) -> None:
                       "shape": list(codes.shape)}))
 
 
+def end_to_end(bundle: str, seconds: float, threads: int, repeats: int) -> dict:
+    """Best-of-``repeats`` wall time of ``bundle`` making ``seconds`` of audio from text (in process)."""
+    import torch
+
+    from tunecraft.systems import load_system
+
+    torch.set_num_threads(threads)
+    system = load_system(bundle, device="cpu")
+    prompt = "an upbeat pop song in C major with piano, bass and drums, 120 bpm"
+    system.generate([prompt], duration=1.0, seed=0)  # warm-up (text encoder, kernels)
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        wav, sr = system.generate([prompt], duration=seconds, seed=r)
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    out = {"bundle": bundle, "audio_seconds": wav.shape[-1] / sr, "best_wall_s": best, "rtf": seconds / best,
+           "threads": threads, "peak_rss_mb": _rss_mb("VmHWM")}
+    print(f"\nend to end: {bundle} made {out['audio_seconds']:.1f} s of {sr} Hz audio in {best:.2f} s "
+          f"(best of {repeats}, {threads} threads): {out['rtf']:.2f}x real time; peak RSS {out['peak_rss_mb']:.0f} MB")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dim", type=int, default=512)
@@ -166,11 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each implementation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--e2e", metavar="BUNDLE", help="also time this MusicGen bundle end to end (text to wav)")
+    parser.add_argument("--e2e-seconds", type=float, default=10.0, help="audio seconds for --e2e (default 10)")
+    parser.add_argument("--skip-compare", action="store_true", help="skip the transformers comparison")
     parser.add_argument("--worker", choices=["tunecraft", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker(args)
+        return 0
+    if args.skip_compare:
+        if not args.e2e:
+            parser.error("--skip-compare needs --e2e BUNDLE")
+        end_to_end(args.e2e, args.e2e_seconds, args.threads, args.repeats)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="musicgen-bench-") as tmp:
@@ -215,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         print("memory: resident set after loading and warm-up; peak resident set "
               + ("while generating (VmHWM reset before the timed run)" if gen_only else "of the whole run"))
         print(f"speed-up (tunecraft vs transformers, best of {args.repeats}): {ratio:.2f}x")
-        return 0 if same else 1
+    if args.e2e:
+        end_to_end(args.e2e, args.e2e_seconds, args.threads, args.repeats)
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
