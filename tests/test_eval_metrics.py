@@ -3,6 +3,7 @@ the tag classifier, text-audio similarity, chroma cosine similarity and attribut
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -314,3 +315,107 @@ def test_attribute_accuracy():
     assert out["counts"] == {"tempo_acc": 2, "key_acc": 1, "mode_acc": 2, "style_acc": 2, "instrument_acc": 1}
     with pytest.raises(InvalidInput):
         attribute_accuracy([clip], sr, [])
+
+
+# ---- clip descriptors, the tag-classifier bundle and its training task --------------------------
+
+
+def test_chroma_profile_rolls_with_transposition_and_tempo_profile_peaks_at_the_beat():
+    from tunecraft.eval.features import TEMPO_BINS, chroma_profile, roll_chroma, tempo_profile
+
+    sr = 16000
+    tune = [0, 4, 7, 12, 7, 4, 0, 5, 9]
+    base = chroma_profile(melody(tune, sr), sr)
+    up3 = chroma_profile(melody(tune, sr, shift=3), sr)
+    assert base.shape == (1, 12) and float(base.max()) == pytest.approx(1.0)
+    assert int(base.argmax()) == 0  # C is the most frequent pitch class of the tune
+    torch.testing.assert_close(up3, roll_chroma(base, 3), atol=0.15, rtol=0)
+    assert float((up3 - base).abs().max()) > 0.3
+    assert torch.equal(chroma_profile(torch.zeros(sr), sr), torch.zeros(1, 12))
+    prof = tempo_profile(click_track(100.0, 8.0, sr), sr)
+    assert prof.shape == (1, TEMPO_BINS)
+    bpms = np.geomspace(40, 240, TEMPO_BINS)
+    best = bpms[int(prof[0].argmax())]
+    assert min(abs(best / f - 100.0) for f in (0.5, 1.0, 2.0)) < 8.0  # the beat or a metrical multiple
+    with pytest.raises(InvalidInput):
+        chroma_profile(torch.zeros(100), sr)
+
+
+def test_derived_fields_and_key_transposition():
+    from tunecraft.eval.classifiers import field_values, transpose_key
+
+    assert field_values({"bpm": 75}, "tempo_bucket") == ["slow"]
+    assert field_values({"bpm": "120"}, "tempo_bucket") == ["upbeat"]
+    assert field_values({}, "tempo_bucket") == []
+    assert field_values({"key": "Db major"}, "key") == ["db major"]
+    assert transpose_key("Db major", 1) == "D major" and transpose_key("b minor", 2) == "Db minor"
+    assert transpose_key("F# minor", 12) == "F# minor"
+
+
+def test_tag_classifier_with_descriptors_saves_fp16_through_model_directories(tmp_path):
+    from tunecraft.errors import CheckpointError
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 12 + 32, generator=g)
+    infos = [{"style": ("rock", "jazz")[int(v > 0)], "bpm": 70 + 50 * (i % 2)} for i, v in enumerate(x[:, 0])]
+    clf = fit_tag_classifier(x, infos, fields=("style", "tempo_bucket"), features=("tempo", "chroma"), epochs=60)
+    assert clf.config.features == ["chroma", "tempo"] and clf.config.joint_dim == 0
+    clf.save_pretrained(tmp_path / "t", dtype="float16")
+    from safetensors.torch import load_file
+
+    assert all(v.dtype == torch.float16 for v in load_file(str(tmp_path / "t" / "model.safetensors")).values())
+    back = TagClassifier.from_pretrained(tmp_path / "t")
+    torch.testing.assert_close(back(x)["style"], clf(x)["style"], atol=2e-3, rtol=0)
+    wav = melody([0, 4, 7], 16000)[None, None]
+    assert back.posteriors(wav, 16000)["tempo_bucket"].shape == (1, 2)  # no joint model needed
+    meta = json.loads((tmp_path / "t" / "config.json").read_text())
+    meta.pop("format_version")
+    (tmp_path / "t" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError):
+        TagClassifier.from_pretrained(tmp_path / "t")
+    with pytest.raises(CheckpointError):
+        TagClassifier.from_pretrained("joint-tiny")  # a model directory of another class
+
+
+def test_shipped_tag_classifier_bundle_on_held_out_references():
+    from tunecraft.eval.prompt_set import read_prompt_set, render_reference
+    from tunecraft.pretrained import resolve_model_dir
+
+    path = resolve_model_dir("tag-classifier")
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert size < 4_000_000
+    clf = TagClassifier.from_pretrained("tag-classifier")
+    assert {"style", "instrument", "key", "tempo_bucket"} <= set(clf.fields)
+    assert clf.config.features == ["joint", "chroma", "tempo"] and len(clf.config.vocab["key"]) == 24
+    report = json.loads((path / "eval.json").read_text())
+    assert report["acc_style"] > 0.8 and report["acc_key"] > 0.6
+    items = read_prompt_set()[::6][:4]  # four styles of the held-out benchmark set
+    hits = {"style": 0, "key": 0, "tempo_bucket": 0}
+    from tunecraft.data.composer import tempo_word
+
+    for it in items:
+        wav, sr = render_reference(it)
+        pred = clf.predict(wav[None], sr)
+        hits["style"] += pred["style"][0] == it.style
+        hits["key"] += pred["key"][0] == it.key.lower()
+        hits["tempo_bucket"] += pred["tempo_bucket"][0] == tempo_word(it.bpm)
+    assert hits["style"] >= 3 and hits["key"] >= 2 and hits["tempo_bucket"] >= 3, hits
+
+
+def test_tag_classifier_task_trains_and_exports(tmp_path):
+    from tunecraft.data.synth import synthesize_corpus
+    from tunecraft.train.task import get_task_class
+    from tunecraft.train.trainer import run_recipe
+
+    assert get_task_class("tag-classifier").__name__ == "TagClassifierTask"
+    synthesize_corpus(tmp_path / "c", n=40, duration=2.0, seed=3, sample_rate=16000, channels=1, quiet=True,
+                      splits={"train": 0.8, "valid": 0.2})
+    result = run_recipe("tag-classifier", out_dir=tmp_path / "run", quiet=True, overrides=[
+        f"data.source='{tmp_path / 'c'}'", "task.features=['chroma', 'tempo']", "task.fields=['style', 'key']",
+        "task.min_count=1", "train.steps=40", "train.batch_size=8", "train.warmup_steps=5", "train.valid_every=20",
+        "train.ckpt_every=20", "train.log_every=10"])
+    assert result.finished
+    clf = TagClassifier.from_pretrained(result.export_dir)
+    assert clf.fields == ["style", "key"] and len(clf.config.vocab["key"]) == 24  # closed under transposition
+    report = json.loads((result.export_dir / "eval.json").read_text())
+    assert report["split"] == "valid" and 0.0 <= report["acc_style"] <= 1.0

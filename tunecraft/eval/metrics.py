@@ -33,6 +33,7 @@ __all__ = [
     "KLDivergenceMetric",
     "attribute_accuracy",
     "chroma_cosine_similarity",
+    "clip_attributes",
     "kl_divergence",
     "paired_kl_divergence",
     "text_audio_similarity",
@@ -168,6 +169,38 @@ def _np_mono(wav: torch.Tensor):
     return x.numpy()
 
 
+def clip_attributes(clip: torch.Tensor, sample_rate: int, target: Mapping[str, Any],
+                    predicted: Optional[Mapping[str, str]] = None, tempo_tol: float = 0.06) -> Dict[str, Any]:
+    """Estimated attributes of one clip ``[C, T]`` and whether they match ``target`` (a dict with
+    any of ``bpm``, ``key`` (``"A minor"``), ``mode``, ``style``, ``instrument``).
+
+    Returns ``{"estimates": {"bpm", "key", "mode", "key_confidence"}, "hits": {"tempo_acc",
+    "key_acc", "mode_acc", "style_acc", "instrument_acc"}}`` where a hit is only present when the
+    target names that attribute. Tempo needs an estimate within ``tempo_tol`` of ``bpm``; key is
+    exact tonic and mode; ``predicted`` (e.g. the tag classifier's argmax labels) is compared with
+    the ``style`` / ``instrument`` targets, case-insensitively.
+    """
+    x = _np_mono(clip)
+    estimates: Dict[str, Any] = {}
+    hits: Dict[str, bool] = {}
+    if target.get("bpm"):
+        estimates["bpm"] = float(estimate_tempo(x, sample_rate))
+        hits["tempo_acc"] = bool(tempo_match(estimates["bpm"], float(target["bpm"]), tol=tempo_tol))
+    key_ref = target.get("key")
+    mode_ref = target.get("mode") or (str(key_ref).split()[-1].lower() if key_ref else None)
+    if key_ref or mode_ref:
+        tonic, mode, conf = estimate_key(x, sample_rate)
+        estimates.update(key=f"{tonic} {mode}", mode=mode, key_confidence=float(conf))
+        if key_ref:
+            hits["key_acc"] = bool(key_match((tonic, mode), key_ref))
+        if mode_ref:
+            hits["mode_acc"] = mode == str(mode_ref).lower()
+    for f in ("style", "instrument"):
+        if target.get(f) and predicted is not None and predicted.get(f) is not None:
+            hits[f"{f}_acc"] = str(predicted[f]).strip().lower() == str(target[f]).strip().lower()
+    return {"estimates": estimates, "hits": hits}
+
+
 def attribute_accuracy(clips: Sequence[torch.Tensor], sample_rate: int, targets: Sequence[Mapping[str, Any]],
                        classifier=None, tempo_tol: float = 0.06) -> Dict[str, Any]:
     """Attribute accuracy of generated ``clips`` (each ``[C, T]``) against what their prompts asked
@@ -177,40 +210,24 @@ def attribute_accuracy(clips: Sequence[torch.Tensor], sample_rate: int, targets:
     Returns ``{"tempo_acc", "key_acc", "mode_acc", "style_acc", "instrument_acc"}`` (fractions of
     the clips that had that target; metrics without any target are left out) plus ``"counts"``.
     Tempo: estimate within ``tempo_tol`` (6 %) of ``bpm``; key: exact tonic and mode; mode: the
-    estimated key's mode; style/instrument: the tag classifier's most likely label.
+    estimated key's mode; style/instrument: the tag classifier's most likely label
+    (:func:`clip_attributes` per clip).
     """
     if len(clips) != len(targets):
         raise InvalidInput(f"{len(clips)} clips but {len(targets)} targets")
-    hits: Dict[str, List[bool]] = {}
-
-    def add(name: str, ok: bool) -> None:
-        hits.setdefault(name, []).append(bool(ok))
-
-    predictions: Dict[str, List[str]] = {}
     wanted = [f for f in ("style", "instrument") if any(t.get(f) for t in targets)]
-    if classifier is not None and wanted:
+    if classifier is not None:
         for f in wanted:
             if f not in classifier.fields:
                 raise InvalidInput(f"the tag classifier has no {f!r} head (it has {classifier.fields})")
-        for i, clip in enumerate(clips):
+    hits: Dict[str, List[bool]] = {}
+    for clip, target in zip(clips, targets):
+        predicted = None
+        if classifier is not None and wanted:
             pred = classifier.predict(clip[None] if clip.dim() == 2 else clip[None, None], sample_rate)
-            for f in wanted:
-                predictions.setdefault(f, []).append(pred[f][0])
-    for i, (clip, target) in enumerate(zip(clips, targets)):
-        x = _np_mono(clip)
-        if target.get("bpm"):
-            add("tempo_acc", tempo_match(estimate_tempo(x, sample_rate), float(target["bpm"]), tol=tempo_tol))
-        key_ref = target.get("key")
-        mode_ref = target.get("mode") or (str(key_ref).split()[-1].lower() if key_ref else None)
-        if key_ref or mode_ref:
-            tonic, mode, _ = estimate_key(x, sample_rate)
-            if key_ref:
-                add("key_acc", key_match((tonic, mode), key_ref))
-            if mode_ref:
-                add("mode_acc", mode == str(mode_ref).lower())
-        for f in predictions:
-            if target.get(f):
-                add(f"{f}_acc", predictions[f][i] == str(target[f]).strip().lower())
+            predicted = {f: pred[f][0] for f in wanted}
+        for name, ok in clip_attributes(clip, sample_rate, target, predicted, tempo_tol)["hits"].items():
+            hits.setdefault(name, []).append(bool(ok))
     out: Dict[str, Any] = {k: sum(v) / len(v) for k, v in hits.items()}
     out["counts"] = {k: len(v) for k, v in hits.items()}
     return out
