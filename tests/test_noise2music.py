@@ -1,0 +1,505 @@
+"""Noise2Music (tunecraft.noise2music + tunecraft.systems.noise2music): the five stages' shapes,
+conditioning augmentation, save/load, the cascade on a tiny random bundle (both paths, the CLI,
+seeding, bad input) and a training smoke test of each ``n2m-*`` task through the harness."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tunecraft.audio import resampled_length
+from tunecraft.cli import main
+from tunecraft.diffusion import UNet1DConfig
+from tunecraft.errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt, TunecraftError
+from tunecraft.noise2music import (
+    STAGES_BY_NAME,
+    ConditionAugmentConfig,
+    DiffusionStage,
+    MelConfig,
+    SpectrogramGeneratorConfig,
+    SpectrogramVocoder,
+    SpectrogramVocoderConfig,
+    SRCascaderConfig,
+    StageSampling,
+    WaveformCascader,
+    WaveformCascaderConfig,
+    WaveformGenerator,
+    WaveformGeneratorConfig,
+    augment_condition,
+    blur1d,
+    blur2d,
+    gaussian_kernels,
+    load_stage,
+    mel_frames,
+)
+from tunecraft.systems import load_system
+from tunecraft.systems.noise2music import PATHS, Noise2Music
+
+TINY = dict(channels=[8, 16, 16], blocks=[1, 1, 1], num_heads=2, norm_groups=4, embed_dim=16, kernel_size=3)
+TINY_MEL = MelConfig(n_mels=16, n_fft=512, win_length=400)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_configs() -> dict:
+    """Test-sized configs of the five stages (text width 16, 3-level U-Nets, 16-bin mels)."""
+    return {
+        "waveform_generator": WaveformGeneratorConfig(
+            unet=UNet1DConfig(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[2],
+                              cross_attention_levels=[1, 2], **TINY),
+            sampling=StageSampling(steps=3, cfg_scale=3.0, step_schedule="front-heavy")),
+        "waveform_cascader": WaveformCascaderConfig(
+            unet=UNet1DConfig(in_channels=1, cond_channels=1, text_dim=16, strides=[2, 2, 2],
+                              self_attention_levels=[], cross_attention_levels=[2], **TINY),
+            sampling=StageSampling(steps=2, step_schedule="front-heavy")),
+        "spectrogram_generator": SpectrogramGeneratorConfig(
+            mel=TINY_MEL,
+            unet=UNet1DConfig(in_channels=16, text_dim=16, strides=[1, 2, 2], self_attention_levels=[2],
+                              cross_attention_levels=[2], **TINY),
+            sampling=StageSampling(steps=3, cfg_scale=2.0, step_schedule="back-heavy")),
+        "spectrogram_vocoder": SpectrogramVocoderConfig(
+            mel=TINY_MEL,
+            unet=UNet1DConfig(in_channels=1, compressed_channels=16, strides=[4, 8, 5], self_attention_levels=[],
+                              cross_attention_levels=[], **TINY),
+            sampling=StageSampling(steps=2)),
+        "sr_cascader": SRCascaderConfig(
+            unet=UNet1DConfig(in_channels=1, cond_channels=1, strides=[2, 2, 2], self_attention_levels=[],
+                              cross_attention_levels=[], **TINY),
+            sampling=StageSampling(steps=2)),
+    }
+
+
+def perturb(stage: DiffusionStage, seed: int = 0, scale: float = 0.05) -> DiffusionStage:
+    """Give the zero-initialised output layers non-zero weights so predictions depend on the input."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return stage.eval()
+
+
+def tiny_stages(names=None) -> dict:
+    configs = tiny_configs()
+    return {n: perturb(STAGES_BY_NAME[n](configs[n]), seed=i) for i, n in enumerate(names or configs)}
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict:
+    return tiny_stages()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, stages) -> Path:
+    root = tmp_path_factory.mktemp("n2m") / "bundle"
+    Noise2Music(stages, sampling={"waveform_cascader": {"steps": 3}}, description="tiny random").save_pretrained(root)
+    return root
+
+
+# ---- stages: shapes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 37, 640])
+def test_generator_shapes(stages, length):
+    gen = stages["waveform_generator"]
+    x = torch.randn(2, 1, length)
+    with torch.no_grad():
+        out = gen(x, torch.rand(2), text=["calm piano", "fast techno"], drop_text=torch.tensor([False, True]))
+    assert out.shape == (2, 1, length)
+    spec = stages["spectrogram_generator"]
+    with torch.no_grad():
+        out = spec(torch.randn(2, 16, length), torch.rand(2), text=["a", "b"])
+    assert out.shape == (2, 16, length)
+    g = torch.Generator().manual_seed(0)
+    assert gen.generate(["calm piano"], length, steps=2, generator=g).shape == (1, 1, length)
+    assert spec.generate(["calm piano"], length, steps=2, generator=g).shape == (1, 16, length)
+
+
+@pytest.mark.parametrize("length", [1, 99, 1001, 4097])
+def test_cascaders_are_fully_convolutional_on_odd_lengths(stages, length):
+    casc, sr = stages["waveform_cascader"], stages["sr_cascader"]
+    with torch.no_grad():
+        assert casc(torch.randn(1, 1, length), torch.rand(1), cond=torch.randn(1, 1, length),
+                    text=["piano"]).shape == (1, 1, length)
+        assert sr(torch.randn(2, 1, length), torch.rand(2), cond=torch.randn(2, 1, length)).shape == (2, 1, length)
+    g = torch.Generator().manual_seed(0)
+    low = torch.randn(1, 1, length) * 0.1
+    assert casc.generate(low, ["piano"], generator=g).shape == (1, 1, 5 * length)  # 3.2 -> 16 kHz
+    out = sr.generate(low, generator=g)
+    assert out.shape == (1, 1, resampled_length(length, 16000, 24000)) and bool(torch.isfinite(out).all())
+    # no self-attention: a cascader trained on short crops runs on any length
+    assert not casc.config.unet.self_attention_levels and not sr.config.unet.self_attention_levels
+
+
+@pytest.mark.parametrize("frames", [1, 7, 50])
+def test_vocoder_shapes_and_alignment(stages, frames):
+    voc = stages["spectrogram_vocoder"]
+    mel = torch.rand(2, 16, frames) * 2 - 1
+    out = voc.generate(mel, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, frames * 160)
+    with pytest.raises(InvalidInput):
+        voc.generate(torch.rand(2, 15, frames))
+    # training examples: T // hop frames, frame k centred on sample k * hop
+    wav = torch.randn(1, 160 * frames) * 0.1
+    ex = SpectrogramVocoder.prepare_example(voc.config, wav)
+    assert ex["compressed"].shape == (16, frames) and ex["x0"].shape == (1, 160 * frames)
+    assert float(ex["compressed"].min()) >= -1 and float(ex["compressed"].max()) <= 1
+
+
+def test_default_configs_hold_the_paper_structure():
+    """CPU defaults: the representations and sampling recipes of the paper; Table 8 via paper()."""
+    g, c, s, v, r = (WaveformGeneratorConfig(), WaveformCascaderConfig(), SpectrogramGeneratorConfig(),
+                     SpectrogramVocoderConfig(), SRCascaderConfig())
+    assert g.sample_rate == 3200 and c.low_sample_rate == 3200 and c.sample_rate == 16000
+    assert (r.low_sample_rate, r.sample_rate) == (16000, 24000)
+    assert s.mel.n_mels == 80 and s.mel.frame_rate == 100 and s.objective.weighting == "sigma"
+    assert v.unet.total_stride == v.mel.hop_length == 160 and v.unet.text_dim == 0 and r.unet.text_dim == 0
+    assert (g.sampling.step_schedule, g.sampling.cfg_scale) == ("front-heavy", 10.0)
+    assert (s.sampling.step_schedule, s.sampling.cfg_scale) == ("back-heavy", 5.0)
+    assert g.text_dropout == 0.1 and c.augment.noise_t_max == 1.0 and v.augment.noise_t_max == 0.5
+    assert v.augment.blur_2d and (v.augment.blur_size, v.augment.blur_sigma_max) == (5, 1.0)
+    assert (c.augment.blur_size, c.augment.blur_sigma_min, c.augment.blur_sigma_max) == (10, 0.1, 5.0)
+    paper = WaveformGeneratorConfig.paper()
+    assert paper.unet.strides == [4] * 6 and paper.unet.channels == [256, 256, 512, 768, 1024, 1024]
+    assert paper.sampling.steps == 1000
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        SpectrogramVocoderConfig(unet=UNet1DConfig(in_channels=1, compressed_channels=80, strides=[4, 4, 4, 4],
+                                                   channels=[16, 32, 64, 128], norm_groups=8))  # stride 256 != hop
+    with pytest.raises(ConfigError):
+        SRCascaderConfig(unet=UNet1DConfig(in_channels=1, cond_channels=1, text_dim=8, **TINY, strides=[2, 2, 2]))
+    with pytest.raises(ConfigError):
+        WaveformGeneratorConfig(unet=UNet1DConfig(in_channels=1, **TINY, strides=[2, 2, 2]))  # no text
+    with pytest.raises(ConfigError):
+        StageSampling(step_schedule="sideways")
+    with pytest.raises(ConfigError):
+        ConditionAugmentConfig(noise_t_max=0.0)
+    with pytest.raises(ConfigError):
+        WaveformGenerator(WaveformCascaderConfig())
+
+
+# ---- conditioning augmentation ----------------------------------------------------------------
+
+
+def test_blur_kernels_and_blurs():
+    k = gaussian_kernels(torch.tensor([0.1, 1.0, 5.0]), 10)
+    torch.testing.assert_close(k.sum(1), torch.ones(3))
+    torch.testing.assert_close(k, k.flip(1))  # symmetric about (size - 1) / 2
+    assert float(k[0].max()) > 0.49 and float(k[2].max()) < 0.15  # sigma 0.1: two middle taps; 5: spread
+    x = torch.randn(3, 2, 101)
+    const = torch.full((3, 2, 101), 0.3)
+    torch.testing.assert_close(blur1d(const, torch.tensor([0.1, 1.0, 5.0]), 10), const)
+    y = blur1d(x, torch.tensor([0.1, 2.0, 5.0]), 10)
+    assert y.shape == x.shape and float(y[2].std()) < float(y[1].std()) < float(x[1].std())
+    spec = torch.rand(2, 16, 30) * 2 - 1
+    z = blur2d(spec, torch.tensor([0.2, 1.0]), 5)
+    assert z.shape == spec.shape and float((z[1] - spec[1]).abs().mean()) > float((z[0] - spec[0]).abs().mean())
+    torch.testing.assert_close(blur2d(torch.full((2, 16, 30), -0.5), torch.tensor([0.2, 1.0]), 5),
+                               torch.full((2, 16, 30), -0.5))
+
+
+def test_augment_condition_probabilities_and_determinism(stages):
+    sched = stages["waveform_cascader"].schedule
+    c = torch.sin(torch.linspace(0, 60, 800)).repeat(64, 1, 1)
+    off = ConditionAugmentConfig(noise_p=0.0, blur_p=0.0)
+    assert torch.equal(augment_condition(c, off, sched), c)
+    cfg = ConditionAugmentConfig()
+    a = augment_condition(c, cfg, sched, torch.Generator().manual_seed(3))
+    b = augment_condition(c, cfg, sched, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    changed = (a - c).abs().flatten(1).max(1).values > 1e-6
+    assert 0.5 < float(changed.float().mean()) < 1.0  # 1 - 0.5 * 0.5 = 75 % expected
+    noisy_only = augment_condition(c, ConditionAugmentConfig(noise_p=1.0, blur_p=0.0, noise_t_max=0.5), sched,
+                                   torch.Generator().manual_seed(0))
+    # t <= 0.5 under the cosine schedule keeps alpha >= cos(pi/4): the signal still dominates on average
+    corr = torch.nn.functional.cosine_similarity(noisy_only.flatten(1), c.flatten(1)).mean()
+    assert float(corr) > 0.7
+
+
+def test_training_loss_and_text_dropout(stages):
+    casc = stages["waveform_cascader"]
+    ex = WaveformCascader.prepare_example(casc.config, torch.sin(torch.arange(1600) * 0.05)[None] * 0.5)
+    # a 127 Hz tone survives the 3.2 kHz round trip (away from the crop edges, where the FFT wraps)
+    torch.testing.assert_close(ex["cond"][:, 50:-50], ex["x0"][:, 50:-50], atol=0.02, rtol=0)
+    batch = {"x0": torch.stack([ex["x0"]] * 4), "cond": torch.stack([ex["cond"]] * 4), "text": ["a"] * 4}
+    loss, logs = casc.loss(batch, generator=torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and torch.isfinite(loss) and set(logs) <= {"loss_t_lo", "loss_t_hi"}
+    loss.backward()
+    assert casc.text.proj.weight.grad is not None  # the projection trains with the U-Net
+    casc.zero_grad(set_to_none=True)
+    with pytest.raises(InvalidInput):
+        casc.loss({"x0": batch["x0"], "cond": batch["cond"], "text": ["a"]})
+
+
+# ---- save / load ------------------------------------------------------------------------------
+
+
+def test_stage_round_trip_in_float16(tmp_path, stages):
+    for name, stage in stages.items():
+        d = stage.save_pretrained(tmp_path / name)
+        meta = json.loads((d / "config.json").read_text())
+        assert meta["class"] == stage.CLASS_NAME and meta["dtype"] == "float16" and meta["stage"] == name
+        loaded = load_stage(d)
+        assert type(loaded) is type(stage) and loaded.config == stage.config
+        for key, value in stage.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value.half().float()), key
+    with pytest.raises(CheckpointError):
+        WaveformGenerator.from_pretrained(tmp_path / "sr_cascader")  # wrong class
+    (tmp_path / "sr_cascader" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        load_stage(tmp_path / "sr_cascader")
+
+
+# ---- the system -------------------------------------------------------------------------------
+
+
+def test_bundle_generates_both_paths_at_24khz(bundle, tmp_path):
+    n2m = load_system(str(bundle))
+    assert isinstance(n2m, Noise2Music) and n2m.sample_rate == 24000 and set(n2m.paths) == set(PATHS)
+    assert n2m.default_path == "waveform" and n2m.stage_options("waveform")["waveform_cascader"]["steps"] == 3
+    for path, duration in (("waveform", 0.5), ("spectrogram", 0.37)):
+        wav, sr = n2m.generate(["calm piano in C major"], duration=duration, seed=0, path=path)
+        assert sr == 24000 and wav.shape == (1, 1, round(duration * 24000))
+        assert bool(torch.isfinite(wav).all()) and float(wav.abs().max()) <= 1.0
+    outs = n2m.generate_stages(["a", "b"], duration=0.2, seed=1, path="spectrogram")
+    assert list(outs) == list(PATHS["spectrogram"])
+    assert outs["spectrogram_generator"].shape == (2, 16, 20)
+    assert outs["spectrogram_vocoder"].shape == (2, 1, 3200) and outs["sr_cascader"].shape == (2, 1, 4800)
+    keep = tmp_path / "stages"
+    n2m.generate("calm piano", duration=0.25, seed=2, keep_stages=keep)
+    names = sorted(p.name for p in keep.iterdir())
+    assert names == ["calm_piano_1_waveform_generator_3200hz.wav", "calm_piano_2_waveform_cascader_16000hz.wav",
+                     "calm_piano_3_sr_cascader_24000hz.wav"]
+    assert sf.info(keep / names[0]).samplerate == 3200 and sf.info(keep / names[0]).frames == 800
+
+
+def test_same_seed_is_bit_identical_and_overrides_apply(bundle):
+    n2m = Noise2Music.from_pretrained(bundle)
+    for path in PATHS:
+        a, _ = n2m.generate(["slow jazz"], duration=0.3, seed=7, path=path)
+        b, _ = n2m.generate(["slow jazz"], duration=0.3, seed=7, path=path)
+        c, _ = n2m.generate(["slow jazz"], duration=0.3, seed=8, path=path)
+        assert torch.equal(a, b) and not torch.equal(a, c)
+    opts = n2m.stage_options("waveform", steps=4, cfg_scale={"waveform_cascader": 2.0}, eta={"sr_cascader": 1.0},
+                             step_schedule="uniform")
+    assert opts["waveform_generator"]["steps"] == 4 and opts["waveform_generator"]["step_schedule"] == "uniform"
+    assert opts["waveform_cascader"]["cfg_scale"] == 2.0 and opts["waveform_cascader"]["steps"] == 3
+    assert opts["sr_cascader"]["eta"] == 1.0 and opts["waveform_generator"]["cfg_scale"] == 3.0
+    stochastic, _ = n2m.generate(["slow jazz"], duration=0.3, seed=7, eta={"sr_cascader": 1.0}, steps=2)
+    again, _ = n2m.generate(["slow jazz"], duration=0.3, seed=7, eta={"sr_cascader": 1.0}, steps=2)
+    assert torch.equal(stochastic, again)
+
+
+def test_progress_bar_per_stage_on_a_terminal(bundle, monkeypatch):
+    import io
+    import sys
+
+    class FakeTTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", fake)
+    n2m = Noise2Music.from_pretrained(bundle)
+    n2m.generate(["calm piano"], duration=0.1, seed=0, path="spectrogram", progress=True)
+    text = fake.getvalue()
+    for title in ("spectrogram generator (1/3)", "vocoder (2/3)", "super-resolution (3/3)"):
+        assert title in text
+    fake.truncate(0)
+    n2m.generate(["calm piano"], duration=0.1, seed=0, progress=False)
+    assert fake.getvalue().strip("\x00") == ""
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    (dict(descriptions=[""]), InvalidPrompt),
+    (dict(descriptions=["ok", "  "]), InvalidPrompt),
+    (dict(duration=0.0), InvalidInput),
+    (dict(duration=-1.0), InvalidInput),
+    (dict(cfg_scale=-1.0), InvalidInput),
+    (dict(cfg_scale={"waveform_cascader": -2.0}), InvalidInput),
+    (dict(steps=0), InvalidInput),
+    (dict(path="midi"), InvalidInput),
+    (dict(step_schedule="sideways"), InvalidInput),
+    (dict(eta={"vocoder": 0.5}), InvalidInput),
+    (dict(steps={"spectrogram_vocoder": 3}), InvalidInput),  # not a stage of the waveform path
+    (dict(seed=-1), InvalidInput),
+    (dict(temperature=1.0), InvalidInput),
+    (dict(keep_stages=__file__), InvalidInput),  # a file, not a directory
+    (dict(steps={"sr_cascader": "many"}), InvalidInput),
+    (dict(cfg_scale={"waveform_generator": "high"}), InvalidInput),
+])
+def test_bad_input_raises_tunecraft_errors(bundle, kwargs, error):
+    n2m = Noise2Music.from_pretrained(bundle)
+    args = dict(descriptions=["calm piano"], duration=0.2, seed=0)
+    args.update(kwargs)
+    with pytest.raises(error) as info:
+        n2m.generate(**args)
+    assert isinstance(info.value, TunecraftError) and "\n" not in str(info.value)
+
+
+def test_partial_and_broken_bundles(tmp_path, stages):
+    wave_only = Noise2Music({k: stages[k] for k in PATHS["waveform"]}).save_pretrained(tmp_path / "wave")
+    n2m = Noise2Music.from_pretrained(wave_only)
+    assert n2m.paths == ["waveform"]
+    with pytest.raises(InvalidInput, match="no spectrogram path"):
+        n2m.generate(["x"], duration=0.1, path="spectrogram")
+    with pytest.raises(ConfigError):
+        Noise2Music({"waveform_generator": stages["waveform_generator"]})  # no SR cascader
+    with pytest.raises(ConfigError):
+        Noise2Music({"sr_cascader": stages["waveform_cascader"]})
+    spec = Noise2Music.assemble(tmp_path / "spec", {k: wave_only / k for k in ("sr_cascader",)} | {
+        k: stages[k].save_pretrained(tmp_path / "dirs" / k) for k in ("spectrogram_generator", "spectrogram_vocoder")})
+    assert Noise2Music.from_pretrained(spec).paths == ["spectrogram"]
+    cfg = json.loads((wave_only / "config.json").read_text())
+    for broken in ({**cfg, "system": "musicgen"}, {**cfg, "stages": {**cfg["stages"], "sr_cascader": "missing"}},
+                   {**cfg, "format_version": 99}, {**cfg, "extra": 1},
+                   {**cfg, "stages": {**cfg["stages"], "sr_cascader": "waveform_cascader"}}):
+        (wave_only / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(CheckpointError):
+            Noise2Music.from_pretrained(wave_only)
+
+
+def _one_line_error(code, err, *needles):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0].lower()
+
+
+def test_cli_generates_with_both_paths_and_reports_bad_input(bundle, tmp_path, capsys):
+    out = tmp_path / "out.wav"
+    keep = tmp_path / "keep"
+    code = main(["generate", "calm piano", "--system", str(bundle), "--duration", "0.5", "--seed", "1",
+                 "--path", "spectrogram", "--keep-stages", str(keep), "-o", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    info = sf.info(out)
+    assert info.samplerate == 24000 and info.frames == 12000 and info.channels == 1
+    assert sorted(p.suffix for p in keep.iterdir()) == [".npy", ".wav", ".wav"]
+    assert np.load(next(keep.glob("*.npy"))).shape == (16, 50)
+    code = main(["generate", "calm piano", "--system", str(bundle), "--duration", "0.3", "--seed", "1",
+                 "-o", str(tmp_path / "wave.wav"), "-q", "--steps", "2", "--cfg", "1.5"])
+    assert code == 0 and sf.info(tmp_path / "wave.wav").frames == 7200
+    capsys.readouterr()
+    for argv, needles in (
+        (["generate", "", "--system", str(bundle)], ["empty prompt"]),
+        (["generate", "x", "--system", str(bundle), "--duration", "0"], ["duration"]),
+        (["generate", "x", "--system", str(bundle), "--cfg", "-1"], ["cfg_scale"]),
+        (["generate", "x", "--system", str(bundle), "--path", "midi", "-o", str(tmp_path / "y.wav")], ["path"]),
+    ):
+        code = main(argv)
+        _one_line_error(code, capsys.readouterr().err, *needles)
+
+
+# ---- training tasks through the harness -------------------------------------------------------
+
+TASKS = {
+    "n2m-wave-generator": "waveform_generator",
+    "n2m-wave-cascader": "waveform_cascader",
+    "n2m-spec-generator": "spectrogram_generator",
+    "n2m-vocoder": "spectrogram_vocoder",
+    "n2m-sr-cascader": "sr_cascader",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from tunecraft.data.synth import synthesize_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(root, n=6, duration=1.0, seed=2, sample_rate=24000, splits={"train": 0.6, "valid": 0.4},
+                      quiet=True)
+    return root
+
+
+def _toml(d: dict, name: str) -> str:
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"[{name}]"] + [f"{k} = {value(v)}" for k, v in d.items() if v is not None and not isinstance(v, dict)]
+    tables = [_toml(v, f"{name}.{k}") for k, v in d.items() if isinstance(v, dict)]
+    return "\n".join(lines) + "\n\n" + "\n".join(tables)
+
+
+def test_recipes_hold_the_cpu_defaults():
+    from tunecraft.train import get_task_class, list_tasks, load_recipe
+
+    assert set(TASKS) <= set(list_tasks())
+    for task_name, stage_name in TASKS.items():
+        recipe = load_recipe(task_name)
+        cls = get_task_class(task_name)
+        assert type(recipe.task) is cls and cls.stage_class is STAGES_BY_NAME[stage_name]
+        assert recipe.task.config == cls.config_class() and recipe.task.data == cls.data_config_class()
+        assert recipe.task.data.source == "data/synth" and recipe.train.ema_decay > 0
+
+
+@pytest.mark.parametrize("task_name", list(TASKS))
+def test_task_trains_samples_and_exports(task_name, corpus, tmp_path):
+    from tunecraft.train import get_task_class, run_recipe
+
+    cls = get_task_class(task_name)
+    task_cfg = {"name": task_name, **cls.config_class(model=tiny_configs()[TASKS[task_name]], sample_steps=2,
+                                                      sample_seconds=0.25).to_dict()}
+    crop = 0.2 if TASKS[task_name].startswith("spectrogram_gen") or task_name == "n2m-wave-generator" else 0.1
+    data = cls.data_config_class(source=str(corpus), crop_seconds=crop, valid_clips=2).to_dict()
+    train = dict(steps=2, batch_size=2, lr=1e-3, log_every=1, valid_every=2, valid_batches=1, sample_every=2,
+                 ckpt_every=2, ema_decay=0.5)
+    recipe = tmp_path / f"{task_name}.toml"
+    recipe.write_text(_toml(task_cfg, "task") + "\n" + _toml(data, "data") + "\n" + _toml(train, "train"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_recipe(str(recipe), out_dir=tmp_path / "run", quiet=True)
+    assert result.finished and result.export_dir is not None and math.isfinite(result.metrics["loss"])
+    stage = load_stage(result.export_dir)
+    assert isinstance(stage, cls.stage_class) and stage.config == tiny_configs()[TASKS[task_name]]
+    assert json.loads((result.export_dir / "config.json").read_text())["dtype"] == "float16"
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").rglob("*.wav"))
+    assert samples, "sample() logged no audio"
+    # one training example has the stage's layout, its crop a multiple of the alignment
+    task = cls(cls.config_class(model=tiny_configs()[TASKS[task_name]]), cls.data_config_class(source=str(corpus),
+                                                                                              crop_seconds=crop))
+    item = task.build_train_dataset()[0]
+    assert set(item) == {"x0", *cls.stage_class.aligned_keys, "text", "index"}
+    rate = cls.stage_class.data_sample_rate(task.model_config)
+    multiple = cls.stage_class.crop_multiple(task.model_config)
+    if item["x0"].shape[0] == 1:
+        assert item["x0"].shape[-1] % multiple == 0 and item["x0"].shape[-1] <= crop * rate
+    assert (item["text"] != "") == stage.uses_text
+
+
+def test_mel_frames_alignment():
+    mel = MelConfig()
+    wav = torch.zeros(1, 16000)
+    wav[0, 8000:] = 0.5 * torch.sin(torch.arange(8000) * 2 * math.pi * 440 / 16000)
+    spec = mel_frames(wav[0], mel)
+    assert spec.shape == (80, 100)
+    loudest = spec.max(0).values  # frame k is centred on sample 160 k and spans +-320 samples
+    assert float(loudest[:48].max()) == -1.0 and float(loudest[52:].min()) > 0.0  # onset at sample 8000 = frame 50
+    with pytest.raises(InvalidInput):
+        mel_frames(torch.zeros(100), mel)
+    # the spectrogram generator's training previews invert the same map (Griffin-Lim)
+    from tunecraft.noise2music.tasks import griffin_lim_preview
+
+    tones = (0.3 * torch.sin(torch.arange(8000) * 2 * math.pi * 440 / 16000))[None]
+    preview = griffin_lim_preview(mel_frames(tones[0], mel), SpectrogramGeneratorConfig())
+    assert preview.shape == (1, 8000)
+    assert float((mel_frames(preview[0], mel) - mel_frames(tones[0], mel)).abs().mean()) < 0.05

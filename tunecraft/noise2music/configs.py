@@ -1,0 +1,379 @@
+"""Typed configs of the five Noise2Music diffusion stages (Huang et al. 2023, Sec. 3 and Table 8).
+
+Every stage is a 1D Efficient U-Net (:class:`~tunecraft.diffusion.UNet1D`) trained as a Gaussian
+diffusion model; :class:`StageConfig` holds what they share:
+
+* ``unet`` - the U-Net (the CPU defaults below are much smaller than Table 8; ``paper()`` gives
+  Table 8's sizes),
+* ``schedule`` / ``objective`` - cosine schedule in log-SNR form, epsilon objective with the simple
+  loss (the spectrogram generator uses the sigma-weighted loss, as the paper found it crucial),
+* ``text_encoder`` / ``text_dropout`` - frozen encoder spec (MiniLM by default; the paper uses T5)
+  and the 10 % classifier-free-guidance dropout that zeroes the cross-attention output,
+* ``sampling`` - inference defaults: step count, CFG scale, step schedule, stochasticity,
+* ``clip_x0`` - static clipping of the predicted clean sample (audio and log-mels live in [-1, 1]).
+
+The stage-specific configs add their signals:
+
+============================  =================================  ==========================================
+stage                          input -> output                    conditioning
+============================  =================================  ==========================================
+:class:`WaveformGeneratorConfig`   text -> 3.2 kHz audio ``[B, 1, T]``  text (cross-attention)
+:class:`WaveformCascaderConfig`    3.2 kHz -> 16 kHz audio           FFT-upsampled low-fi audio (stacked) + text
+:class:`SpectrogramGeneratorConfig` text -> log-mel ``[B, 80, F]``   text; 80 mels at 100 frames/s in [-1, 1]
+:class:`SpectrogramVocoderConfig`  log-mel -> 16 kHz audio           the spectrogram at the bottom of the U only
+:class:`SRCascaderConfig`          16 kHz -> 24 kHz audio            FFT-upsampled 16 kHz audio (stacked), no text
+============================  =================================  ==========================================
+
+The cascaders and the vocoder train on short crops with the conditioning corrupted by diffusion
+noise and blurred (:class:`ConditionAugmentConfig`); they have no self-attention, so they run
+fully convolutionally on any length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..config import Config
+from ..diffusion import DiffusionObjectiveConfig, NoiseScheduleConfig, UNet1DConfig
+from ..errors import ConfigError
+
+__all__ = [
+    "ConditionAugmentConfig",
+    "MelConfig",
+    "SRCascaderConfig",
+    "STAGE_STEP_SCHEDULES",
+    "SpectrogramGeneratorConfig",
+    "SpectrogramVocoderConfig",
+    "StageConfig",
+    "StageSampling",
+    "WaveformCascaderConfig",
+    "WaveformGeneratorConfig",
+]
+
+#: step schedules a stage may sample with (Noise2Music's three; see tunecraft.diffusion.step_schedules)
+STAGE_STEP_SCHEDULES = ("uniform", "front-heavy", "back-heavy")
+
+
+# ---------------------------------------------------------------------------------------- parts
+@dataclass
+class StageSampling(Config):
+    """Inference settings of one stage.
+
+    ``steps``: denoising steps; ``cfg_scale``: classifier-free guidance ``w`` (1 = none; only
+    stages with text use it); ``step_schedule``: ``uniform``, ``front-heavy`` (more steps near
+    ``t = 0``) or ``back-heavy`` (near ``t = 1``); ``eta``: stochasticity in [0, 1] (0 = DDIM,
+    1 = ancestral DDPM).
+    """
+
+    steps: int = 50
+    cfg_scale: float = 1.0
+    step_schedule: str = "uniform"
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {self.steps!r}")
+        cfg = float(self.cfg_scale)
+        if not cfg >= 0 or cfg == float("inf"):
+            raise ConfigError(f"cfg_scale must be a finite number >= 0, got {self.cfg_scale!r}")
+        if self.step_schedule not in STAGE_STEP_SCHEDULES:
+            raise ConfigError(
+                f"unknown step schedule {self.step_schedule!r} (choose from {', '.join(STAGE_STEP_SCHEDULES)})"
+            )
+        if not 0.0 <= float(self.eta) <= 1.0:
+            raise ConfigError(f"eta (stochasticity) must be in [0, 1], got {self.eta!r}")
+
+
+@dataclass
+class ConditionAugmentConfig(Config):
+    """Training-time corruption of a cascader's / vocoder's conditioning (Noise2Music Sec. 4.1).
+
+    With probability ``noise_p`` an example's conditioning ``c`` becomes
+    ``alpha_s c + sigma_s eps`` with ``s ~ U[0, noise_t_max]`` under the stage's noise schedule
+    (paper: ``t_max = 1.0`` for the cascader, 0.5 for the vocoder). With probability ``blur_p``
+    it is blurred by a Gaussian kernel of ``blur_size`` taps (1D along time, or ``blur_size x
+    blur_size`` over mel x time when ``blur_2d``) whose sigma is drawn from
+    ``U[blur_sigma_min, blur_sigma_max]`` (paper: 1D size 10 with sigma 0.1-5.0 for the cascader,
+    2D 5x5 with sigma 0.2-1.0 for the vocoder). The reviews do not give the probabilities; 0.5
+    each is ours.
+    """
+
+    noise_p: float = 0.5
+    noise_t_max: float = 1.0
+    blur_p: float = 0.5
+    blur_size: int = 10
+    blur_sigma_min: float = 0.1
+    blur_sigma_max: float = 5.0
+    blur_2d: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("noise_p", "blur_p"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < float(self.noise_t_max) <= 1.0:
+            raise ConfigError(f"noise_t_max must be in (0, 1], got {self.noise_t_max}")
+        if isinstance(self.blur_size, bool) or not isinstance(self.blur_size, int) or self.blur_size < 1:
+            raise ConfigError(f"blur_size must be a positive integer, got {self.blur_size!r}")
+        if not 0.0 < float(self.blur_sigma_min) <= float(self.blur_sigma_max):
+            raise ConfigError(
+                f"need 0 < blur_sigma_min <= blur_sigma_max, got {self.blur_sigma_min}, {self.blur_sigma_max}"
+            )
+
+    @classmethod
+    def cascader(cls) -> "ConditionAugmentConfig":
+        """The paper's cascader: noise up to t = 1.0, 1D blur of size 10, sigma 0.1-5.0."""
+        return cls()
+
+    @classmethod
+    def vocoder(cls) -> "ConditionAugmentConfig":
+        """The paper's vocoder: noise up to t = 0.5, 2D 5x5 blur, sigma 0.2-1.0."""
+        return cls(noise_t_max=0.5, blur_size=5, blur_sigma_min=0.2, blur_sigma_max=1.0, blur_2d=True)
+
+
+@dataclass
+class MelConfig(Config):
+    """The Noise2Music spectrogram: :class:`~tunecraft.audio.LogMel` settings (80 mels, 16 kHz,
+    hop 160 = 100 frames/s, dB floor/ceiling mapped to [-1, 1])."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 160
+    win_length: int = 640
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float | None = None
+    min_db: float = -100.0
+    max_db: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"mel.{name} must be a positive integer, got {v!r}")
+        if self.win_length > self.n_fft:
+            raise ConfigError(f"mel.win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        if not self.max_db > self.min_db:
+            raise ConfigError(f"mel.max_db ({self.max_db}) must exceed min_db ({self.min_db})")
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+def _sampling(steps: int, cfg_scale: float, schedule: str) -> StageSampling:
+    return StageSampling(steps=steps, cfg_scale=cfg_scale, step_schedule=schedule, eta=0.0)
+
+
+# CPU-sized U-Nets (see each config's docstring for the comparison with Table 8).
+_CPU_COMMON = dict(kernel_size=5, num_heads=4, norm_groups=8, embed_dim=128)
+
+
+def _cpu_unet(**kw) -> UNet1DConfig:
+    return UNet1DConfig(**{**_CPU_COMMON, **kw})
+
+
+# ---------------------------------------------------------------------------------------- base
+@dataclass
+class StageConfig(Config):
+    """What every Noise2Music stage shares (module docstring)."""
+
+    unet: UNet1DConfig = field(default_factory=UNet1DConfig)
+    schedule: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig.noise2music)
+    objective: DiffusionObjectiveConfig = field(default_factory=DiffusionObjectiveConfig)
+    sampling: StageSampling = field(default_factory=StageSampling)
+    clip_x0: float | None = 1.0
+    text_encoder: str = "minilm"
+    text_max_length: int | None = None
+    text_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.text_dropout) <= 1.0:
+            raise ConfigError(f"text_dropout must be in [0, 1], got {self.text_dropout}")
+        if self.clip_x0 is not None and not float(self.clip_x0) > 0:
+            raise ConfigError(f"clip_x0 must be positive or null, got {self.clip_x0}")
+        if not str(self.text_encoder).strip():
+            raise ConfigError("text_encoder is empty (use 'minilm' or a local encoder spec)")
+        self._check()
+
+    def _check(self) -> None:  # stage-specific validation
+        pass
+
+    def _need(self, ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{type(self).__name__}: {message}")
+
+    @property
+    def uses_text(self) -> bool:
+        return self.unet.text_dim > 0
+
+
+# ---------------------------------------------------------------------------------------- stages
+@dataclass
+class WaveformGeneratorConfig(StageConfig):
+    """Text -> 3.2 kHz waveform. Trained on full clips (it has self-attention).
+
+    CPU default vs Table 8: 4 levels, strides [4, 4, 4, 4] (total 256) instead of 6 x 4; channels
+    [32, 64, 128, 192] (16-channel stem) instead of 256 x [1, 1, 2, 3, 4, 4]; 6 residual blocks
+    instead of 21; kernel 5 instead of 7; self- and cross-attention in the last 2 levels (paper: 3).
+    Sampling: front-heavy and CFG 10 as in the paper, but 50 steps instead of 1000.
+    """
+
+    sample_rate: int = 3200
+    unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
+        in_channels=1, text_dim=256, channels=[32, 64, 128, 192], strides=[4, 4, 4, 4], blocks=[1, 1, 2, 2],
+        stem_channels=16, self_attention_levels=[2, 3], cross_attention_levels=[2, 3]))
+    sampling: StageSampling = field(default_factory=lambda: _sampling(50, 10.0, "front-heavy"))
+
+    def _check(self) -> None:
+        u = self.unet
+        self._need(u.in_channels == 1 and u.output_channels == 1, "the waveform is mono (in/out channels 1)")
+        self._need(u.cond_channels == 0 and u.compressed_channels == 0, "a generator takes no aligned conditioning")
+        self._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
+        self._need(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
+
+    @classmethod
+    def paper(cls, **kw) -> "WaveformGeneratorConfig":
+        """Table 8 U-Net, 1000 front-heavy steps, CFG 10."""
+        unet = UNet1DConfig.noise2music(in_channels=1, text_dim=kw.pop("text_dim", 256))
+        return cls(unet=unet, sampling=_sampling(1000, 10.0, "front-heavy"), **kw)
+
+
+@dataclass
+class WaveformCascaderConfig(StageConfig):
+    """3.2 kHz -> 16 kHz waveform from the FFT-upsampled low-fi audio (stacked with ``x_t``) and text.
+
+    CPU default vs Table 8: 4 levels, strides [4, 4, 4, 4]; channels [16, 32, 64, 128] (8-channel
+    stem); 5 residual blocks; kernel 5; no self-attention (fully convolutional, trained on 3.2 s
+    crops as in the paper), cross-attention to the text at the bottom level only.
+    Sampling: 20 front-heavy steps without guidance (``cfg_scale`` 1 halves the cost).
+    """
+
+    sample_rate: int = 16000
+    low_sample_rate: int = 3200
+    unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
+        in_channels=1, cond_channels=1, text_dim=256, channels=[16, 32, 64, 128], strides=[4, 4, 4, 4],
+        blocks=[1, 1, 1, 2], stem_channels=8, self_attention_levels=[], cross_attention_levels=[3]))
+    sampling: StageSampling = field(default_factory=lambda: _sampling(20, 1.0, "front-heavy"))
+    augment: ConditionAugmentConfig = field(default_factory=ConditionAugmentConfig.cascader)
+    #: diffusion time of the noise put on the conditioning at inference (0 = clean)
+    inference_cond_t: float = 0.0
+
+    def _check(self) -> None:
+        u = self.unet
+        self._need(u.in_channels == 1 and u.output_channels == 1 and u.cond_channels == 1,
+                   "the cascader is mono: in/out channels 1 and cond_channels 1 (the upsampled low-fi audio)")
+        self._need(u.compressed_channels == 0, "the cascader takes no compressed sequence")
+        self._need(0 < self.low_sample_rate < self.sample_rate, "need 0 < low_sample_rate < sample_rate")
+        self._need(0.0 <= self.inference_cond_t <= 1.0, "inference_cond_t must be in [0, 1]")
+
+    @classmethod
+    def paper(cls, **kw) -> "WaveformCascaderConfig":
+        """Table 8 U-Net with cross-attention in the last 3 levels, front-heavy steps."""
+        unet = UNet1DConfig.noise2music(in_channels=1, cond_channels=1, text_dim=kw.pop("text_dim", 256),
+                                        self_attention_levels=[])
+        return cls(unet=unet, sampling=_sampling(1000, 1.0, "front-heavy"), **kw)
+
+
+@dataclass
+class SpectrogramGeneratorConfig(StageConfig):
+    """Text -> 80-bin log-mel at 100 frames/s in [-1, 1]; sigma-weighted loss. Full clips.
+
+    CPU default vs Table 8: 4 levels, strides [2, 2, 2, 2] over frames (total 16), channels
+    [128, 128, 192, 256] (128-channel stem) instead of 256 x [1, 1, 2, 3, 4, 4]; 6 residual blocks
+    instead of 21; kernel 5; self-attention in the last 2 levels, cross-attention in the last 3.
+    Sampling: back-heavy and CFG 5 as in the paper, 50 steps instead of 1000.
+    """
+
+    mel: MelConfig = field(default_factory=MelConfig)
+    unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
+        in_channels=80, text_dim=256, channels=[128, 128, 192, 256], strides=[2, 2, 2, 2], blocks=[1, 1, 2, 2],
+        stem_channels=128, self_attention_levels=[2, 3], cross_attention_levels=[1, 2, 3]))
+    objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(weighting="sigma"))
+    sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
+
+    def _check(self) -> None:
+        u = self.unet
+        self._need(u.in_channels == self.mel.n_mels and u.output_channels == self.mel.n_mels,
+                   f"in/out channels must equal mel.n_mels ({self.mel.n_mels})")
+        self._need(u.cond_channels == 0 and u.compressed_channels == 0, "a generator takes no aligned conditioning")
+        self._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
+
+    @classmethod
+    def paper(cls, **kw) -> "SpectrogramGeneratorConfig":
+        """Table 8 channels/blocks with frame strides [2]*6, 1000 back-heavy steps, CFG 5."""
+        unet = UNet1DConfig.noise2music(in_channels=80, text_dim=kw.pop("text_dim", 256), strides=[2] * 6)
+        return cls(unet=unet, sampling=_sampling(1000, 5.0, "back-heavy"), **kw)
+
+
+@dataclass
+class SpectrogramVocoderConfig(StageConfig):
+    """Log-mel -> 16 kHz waveform, conditioned on the aligned spectrogram only (no text).
+
+    The U-Net's total stride equals the mel hop (160), so its bottom runs at the spectrogram's
+    100 frames/s and the spectrogram enters there (the "compressed aligned sequence" of Fig. 1).
+    CPU default vs Table 8: 4 levels, strides [4, 4, 2, 5]; channels [16, 32, 64, 128] (8-channel
+    stem); 5 residual blocks; kernel 5; no attention (3.2 s crops, any length at inference).
+    Sampling: 20 front-heavy steps.
+    """
+
+    sample_rate: int = 16000
+    mel: MelConfig = field(default_factory=MelConfig)
+    unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
+        in_channels=1, compressed_channels=80, channels=[16, 32, 64, 128], strides=[4, 4, 2, 5],
+        blocks=[1, 1, 1, 2], stem_channels=8, self_attention_levels=[], cross_attention_levels=[]))
+    sampling: StageSampling = field(default_factory=lambda: _sampling(20, 1.0, "front-heavy"))
+    augment: ConditionAugmentConfig = field(default_factory=ConditionAugmentConfig.vocoder)
+    inference_cond_t: float = 0.0
+
+    def _check(self) -> None:
+        u = self.unet
+        self._need(u.in_channels == 1 and u.output_channels == 1 and u.cond_channels == 0,
+                   "the vocoder makes mono audio (in/out channels 1, no stacked conditioning)")
+        self._need(u.compressed_channels == self.mel.n_mels,
+                   f"unet.compressed_channels must equal mel.n_mels ({self.mel.n_mels})")
+        self._need(u.text_dim == 0, "the vocoder is conditioned on the spectrogram only (unet.text_dim = 0)")
+        self._need(u.total_stride == self.mel.hop_length,
+                   f"the U-Net's total stride ({u.total_stride}) must equal the mel hop ({self.mel.hop_length})")
+        self._need(self.sample_rate == self.mel.sample_rate, "sample_rate must equal mel.sample_rate")
+        self._need(0.0 <= self.inference_cond_t <= 1.0, "inference_cond_t must be in [0, 1]")
+
+    @classmethod
+    def paper(cls, **kw) -> "SpectrogramVocoderConfig":
+        """Table 8 widths with strides whose product is the hop (160)."""
+        unet = UNet1DConfig.noise2music(in_channels=1, compressed_channels=80, strides=[2, 2, 2, 4, 5, 1],
+                                        self_attention_levels=[], cross_attention_levels=[])
+        return cls(unet=unet, sampling=_sampling(1000, 1.0, "front-heavy"), **kw)
+
+
+@dataclass
+class SRCascaderConfig(StageConfig):
+    """16 kHz -> 24 kHz waveform from the FFT-upsampled 16 kHz audio; no text ("lightweight").
+
+    CPU default: 4 levels, strides [4, 4, 4, 4], channels [16, 32, 64, 128] (8-channel stem), one
+    residual block per level, kernel 5, no attention. Same conditioning augmentation as the
+    waveform cascader (the reviews do not give the SR cascader's). Sampling: 20 front-heavy steps.
+    """
+
+    sample_rate: int = 24000
+    low_sample_rate: int = 16000
+    unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
+        in_channels=1, cond_channels=1, channels=[16, 32, 64, 128], strides=[4, 4, 4, 4], blocks=[1, 1, 1, 1],
+        stem_channels=8, self_attention_levels=[], cross_attention_levels=[]))
+    sampling: StageSampling = field(default_factory=lambda: _sampling(20, 1.0, "front-heavy"))
+    augment: ConditionAugmentConfig = field(default_factory=ConditionAugmentConfig.cascader)
+    inference_cond_t: float = 0.0
+
+    def _check(self) -> None:
+        u = self.unet
+        self._need(u.in_channels == 1 and u.output_channels == 1 and u.cond_channels == 1,
+                   "the SR cascader is mono: in/out channels 1 and cond_channels 1")
+        self._need(u.compressed_channels == 0, "the SR cascader takes no compressed sequence")
+        self._need(u.text_dim == 0, "the SR cascader takes no text (unet.text_dim = 0)")
+        self._need(0 < self.low_sample_rate < self.sample_rate, "need 0 < low_sample_rate < sample_rate")
+        self._need(0.0 <= self.inference_cond_t <= 1.0, "inference_cond_t must be in [0, 1]")
+
+
+def replace_unet(config: StageConfig, **unet_overrides) -> StageConfig:
+    """``config`` with its U-Net fields replaced (validation re-runs)."""
+    return dataclasses.replace(config, unet=config.unet.replace(**unet_overrides))

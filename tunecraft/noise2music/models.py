@@ -1,0 +1,544 @@
+"""The five Noise2Music diffusion stages (Huang et al. 2023, Sec. 3.2-3.4).
+
+Each stage is a :class:`DiffusionStage`: a 1D Efficient U-Net (:class:`~tunecraft.diffusion.UNet1D`)
+trained with the denoising loss ``E [w_t || eps_theta(x_t, c, t) - eps ||^2]`` (Eq. 1) under a cosine
+schedule, optionally cross-attending to text (T5 in the paper, MiniLM here) with 10 % of the
+training examples' cross-attention output zeroed (classifier-free guidance, Eq. 2 at inference):
+
+* :class:`WaveformGenerator` - text -> 3.2 kHz waveform ``[B, 1, T]``;
+* :class:`WaveformCascader` - 16 kHz waveform from the 3.2 kHz one, FFT-upsampled
+  (:func:`~tunecraft.audio.fft_resample`) and stacked with ``x_t``, plus text;
+* :class:`SpectrogramGenerator` - text -> 80-bin log-mel ``[B, 80, F]`` at 100 frames/s in [-1, 1]
+  (sigma-weighted loss);
+* :class:`SpectrogramVocoder` - 16 kHz waveform from the spectrogram alone, which enters at the
+  bottom of the U where the resolution equals the spectrogram's (total stride = hop = 160);
+* :class:`SRCascader` - 24 kHz waveform from the FFT-upsampled 16 kHz one, no text.
+
+The cascaders and the vocoder see corrupted conditioning in training (:mod:`.augment`), train on
+short crops and, having no self-attention, run on any length.
+
+Each stage saves and loads as a model directory (``config.json`` naming its class and versions,
+``model.safetensors`` with float16 parameters); the frozen text encoder is not stored, the config
+names it. :func:`load_stage` loads any stage directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..audio import fft_resample, log_mel, resample
+from ..diffusion import (
+    BACK_HEAVY,
+    FRONT_HEAVY,
+    DiffusionObjective,
+    DiffusionSampler,
+    UNet1D,
+    guided_model_fn,
+    text_dropout_mask,
+)
+from ..errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt, TunecraftError
+from ..pretrained import CONFIG_NAME, WEIGHTS_NAME
+from ..text import TextConditioner, TextStates
+from .augment import augment_condition, noise_corrupt
+from .configs import (
+    MelConfig,
+    SpectrogramGeneratorConfig,
+    SpectrogramVocoderConfig,
+    SRCascaderConfig,
+    StageConfig,
+    StageSampling,
+    WaveformCascaderConfig,
+    WaveformGeneratorConfig,
+)
+
+__all__ = [
+    "DiffusionStage",
+    "SRCascader",
+    "STAGE_CLASSES",
+    "SpectrogramGenerator",
+    "SpectrogramVocoder",
+    "WaveformCascader",
+    "WaveformGenerator",
+    "load_stage",
+    "mel_frames",
+]
+
+FORMAT_VERSION = 1
+_PIECEWISE_MIN_STEPS = max(len(FRONT_HEAVY), len(BACK_HEAVY))
+STORAGE_DTYPES = ("float32", "float16")
+
+
+def mel_frames(wav: torch.Tensor, mel: MelConfig) -> torch.Tensor:
+    """Noise2Music log-mel of ``wav [..., T]`` (at ``mel.sample_rate``) with exactly ``T // hop`` frames:
+    frame ``k`` is centred on sample ``k * hop``, so frame ``k`` aligns with samples
+    ``[k * hop, (k + 1) * hop)``. ``[T]`` -> ``[n_mels, T // hop]``, ``[B, 1, T]`` -> ``[B, n_mels, T // hop]``."""
+    t = wav.shape[-1]
+    frames = t // mel.hop_length
+    if frames < 1:
+        raise InvalidInput(f"{t} samples are shorter than one spectrogram hop ({mel.hop_length})")
+    x = wav if wav.dim() == 1 else wav.reshape(-1, t)
+    spec = log_mel(x.float(), mel.sample_rate, mel.n_fft, mel.hop_length, mel.win_length, mel.n_mels,
+                   mel.f_min, mel.f_max, mel.min_db, mel.max_db)[..., :frames]
+    if wav.dim() == 3:
+        spec = spec.reshape(wav.shape[0], mel.n_mels, frames)
+    return spec
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=desc, unit="step", leave=False)
+
+
+class DiffusionStage(nn.Module):
+    """One Noise2Music stage: U-Net + noise schedule + objective + optional text conditioning.
+
+    ``forward(x_t [B, C, T], t [B], *, text, drop_text, cond, compressed)`` is the denoiser: it
+    converts the diffusion time ``t`` to the U-Net's noise level (log-SNR) and returns the
+    prediction (``eps`` by default) ``[B, C, T]``. ``text`` is a list of prompts (encoded and
+    projected here) or :class:`~tunecraft.text.TextStates` from :meth:`encode_text`.
+    """
+
+    CLASS_NAME: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    config_class: ClassVar[type[StageConfig]] = StageConfig
+    #: key of this stage in a Noise2Music bundle
+    stage_name: ClassVar[str] = ""
+    #: tensor keys of a training example besides ``x0`` (the aligned conditioning)
+    aligned_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: StageConfig | None = None, *, text_encoder=None):
+        super().__init__()
+        config = config if config is not None else self.config_class()
+        if not isinstance(config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                              f"got {type(config).__name__}")
+        self.config = config
+        self.unet = UNet1D(config.unet)
+        self.text: TextConditioner | None = None
+        if config.uses_text:
+            encoder = text_encoder if text_encoder is not None else config.text_encoder
+            self.text = TextConditioner(config.unet.text_dim, encoder, max_length=config.text_max_length)
+        self.schedule = config.schedule.build()
+        self.objective = DiffusionObjective(self.schedule, config.objective)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def uses_text(self) -> bool:
+        return self.text is not None
+
+    def num_parameters(self) -> int:
+        """Trainable parameters (the frozen text encoder is not part of the stage)."""
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ data (used by the training tasks)
+    @classmethod
+    def data_sample_rate(cls, config: StageConfig) -> int:
+        """Rate at which training audio is loaded for this stage."""
+        return int(config.sample_rate)  # type: ignore[attr-defined]
+
+    @classmethod
+    def crop_multiple(cls, config: StageConfig) -> int:
+        """Training crops are a multiple of this many samples (so derived signals align exactly)."""
+        return 1
+
+    @classmethod
+    def prepare_example(cls, config: StageConfig, wav: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A training example from a mono crop ``wav [1, T]`` at :meth:`data_sample_rate`:
+        ``{"x0": target, **aligned conditioning}`` (CPU, no randomness)."""
+        return {"x0": wav}
+
+    def augment_aligned(
+        self, aligned: dict[str, torch.Tensor], generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """Training-time corruption of the aligned conditioning (identity for generators)."""
+        return aligned
+
+    # ------------------------------------------------------------------ the denoiser
+    def encode_text(self, texts: Sequence[str]) -> TextStates:
+        """Projected text states ``[B, L, text_dim]`` for ``texts`` (``""`` is the null condition)."""
+        if self.text is None:
+            raise InvalidInput(f"the {self.stage_name} takes no text")
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise InvalidPrompt("texts must be a list of strings")
+        return self.text(list(texts))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        *,
+        text: TextStates | Sequence[str] | None = None,
+        drop_text: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        compressed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Model prediction for ``x_t`` at diffusion time ``t`` (``[]`` or ``[B]`` in [0, 1])."""
+        states = text
+        if text is not None and not isinstance(text, TextStates):
+            states = self.encode_text(text)
+        level = self.unet.noise_level(self.schedule, t if isinstance(t, torch.Tensor) else torch.tensor(float(t)))
+        return self.unet(x, level.to(x.device), cond=cond, text=states, drop_text=drop_text, compressed=compressed)
+
+    # ------------------------------------------------------------------ training
+    def loss(
+        self,
+        batch: Mapping[str, Any],
+        model: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Denoising loss of a batch ``{"x0": [B, C, T], aligned keys..., "text": [B strings]}``.
+
+        ``model`` is the (possibly DDP-wrapped) module to call for the forward pass (default
+        ``self``). Draws, in order: the aligned-conditioning augmentation, the text-dropout mask,
+        the diffusion times and the noise, from ``generator`` or the global RNG.
+        Logs the loss of the low-noise (``t < 0.5``) and high-noise halves of the batch.
+        """
+        x0 = batch["x0"]
+        if x0.dim() != 3:
+            raise InvalidInput(f"x0 must be [B, C, T], got {tuple(x0.shape)}")
+        b = x0.shape[0]
+        kw: dict[str, Any] = self.augment_aligned({k: batch[k] for k in self.aligned_keys}, generator)
+        if self.uses_text:
+            texts = batch.get("text")
+            if texts is None or len(texts) != b:
+                raise InvalidInput(f"the {self.stage_name} needs one text per example")
+            kw["text"] = [str(t) for t in texts]
+            kw["drop_text"] = text_dropout_mask(b, self.config.text_dropout, generator=generator, device=x0.device)
+        fn = model if model is not None else self
+        t = self.objective.sample_t(b, generator=generator, device=x0.device)
+        per = self.objective.loss(lambda x, tt: fn(x, tt, **kw), x0, t=t, generator=generator, reduction="none")
+        logs: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            lo = t < 0.5
+            if bool(lo.any()):
+                logs["loss_t_lo"] = per[lo].mean().detach()
+            if bool((~lo).any()):
+                logs["loss_t_hi"] = per[~lo].mean().detach()
+        return per.mean(), logs
+
+    # ------------------------------------------------------------------ sampling
+    def sampling_options(
+        self,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        step_schedule: str | None = None,
+        eta: float | None = None,
+    ) -> StageSampling:
+        """This stage's default :class:`StageSampling` with the given (non-``None``) overrides."""
+        changes = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, step_schedule=step_schedule, eta=eta).items()
+                   if v is not None}
+        try:
+            return self.config.sampling.replace(**changes)
+        except ConfigError as e:
+            raise InvalidInput(f"{self.stage_name}: {e}") from None
+
+    @torch.no_grad()
+    def sample(
+        self,
+        shape: Sequence[int],
+        *,
+        text: TextStates | Sequence[str] | None = None,
+        cond: torch.Tensor | None = None,
+        compressed: torch.Tensor | None = None,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        step_schedule: str | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        desc: str | None = None,
+    ) -> torch.Tensor:
+        """Run the reverse process from ``t = 1`` to 0 and return ``x0 [B, C, T]`` (``shape``).
+
+        Unset sampling arguments take the stage's defaults (``config.sampling``); with fewer steps
+        than a front-/back-heavy schedule has intervals (3) the steps are uniform. With text and
+        ``cfg_scale != 1`` the conditional and text-dropped branches run as one doubled batch and
+        are combined as ``w eps(x, c) + (1 - w) eps(x)``. ``generator`` seeds the initial noise
+        and every stochastic step. ``progress`` shows a bar named ``desc`` on a terminal.
+        """
+        opts = self.sampling_options(steps, cfg_scale, step_schedule, eta)
+        shape = tuple(int(d) for d in shape)
+        device = self.device
+        aligned: dict[str, torch.Tensor] = {}
+        if cond is not None:
+            aligned["cond"] = cond.to(device=device, dtype=torch.float32)
+        if compressed is not None:
+            aligned["compressed"] = compressed.to(device=device, dtype=torch.float32)
+        states = None
+        if self.uses_text:
+            if text is None:
+                raise InvalidPrompt(f"the {self.stage_name} needs text prompts")
+            states = text if isinstance(text, TextStates) else self.encode_text(text)
+            if states.batch_size != shape[0]:
+                raise InvalidInput(f"{states.batch_size} prompts for a batch of {shape[0]}")
+        elif text is not None:
+            raise InvalidInput(f"the {self.stage_name} takes no text")
+        # a piecewise (front-/back-heavy) schedule needs a step per interval; fewer steps are uniform
+        schedule_name = opts.step_schedule if opts.steps >= _PIECEWISE_MIN_STEPS else "uniform"
+        sampler = DiffusionSampler(self.schedule, self.config.objective.parameterization, "ddim", eta=opts.eta,
+                                   clip_x0=self.config.clip_x0, step_schedule=schedule_name)
+        if states is not None and float(opts.cfg_scale) != 1.0:
+            keep = torch.zeros(shape[0], dtype=torch.bool, device=device)
+            fn = guided_model_fn(self, float(opts.cfg_scale), {"text": states, "drop_text": keep, **aligned},
+                                 {"text": states, "drop_text": ~keep, **aligned})
+        else:
+            kw = dict(aligned, text=states) if states is not None else aligned
+
+            def fn(x, t):
+                return self(x, t, **kw)
+
+        bar = _progress_bar(opts.steps, desc or self.stage_name, progress)
+        callback = None if bar is None else (lambda k, n, t, x, x0: bar.update(1))
+        try:
+            out = sampler.sample(fn, shape, steps=opts.steps, generator=generator, device=device, callback=callback)
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    # ------------------------------------------------------------------ model directory
+    def save_pretrained(self, path: str | Path, dtype: str = "float16") -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into directory ``path``; ``dtype="float16"``
+        stores the float32 parameters in half precision (loaded back as float32)."""
+        from safetensors.torch import save_file
+
+        from .. import __version__
+
+        if dtype not in STORAGE_DTYPES:
+            raise InvalidInput(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().cpu()
+            if dtype == "float16" and v.dtype == torch.float32:
+                v = v.half()
+            state[k] = v.contiguous().clone()
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "class": self.CLASS_NAME})
+        meta = {"class": self.CLASS_NAME, "format_version": FORMAT_VERSION, "model_version": self.VERSION,
+                "tunecraft_version": __version__, "stage": self.stage_name, "dtype": dtype,
+                "config": self.config.to_dict()}
+        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
+                        text_encoder=None) -> "DiffusionStage":
+        """Load a stage directory, checking its class, versions, tensor names and shapes. Called on
+        :class:`DiffusionStage` itself it loads whichever stage the directory holds. Eval mode."""
+        from ..pretrained import (
+            check_model_versions,
+            load_state_checked,
+            parse_model_config,
+            read_model_config,
+            read_weights,
+            resolve_model_dir,
+        )
+
+        path = resolve_model_dir(name_or_path)
+        cfg_file, meta = read_model_config(path)
+        target = STAGE_CLASSES.get(meta["class"])
+        if target is None or (cls is not DiffusionStage and target is not cls):
+            expected = "a Noise2Music stage" if cls is DiffusionStage else cls.CLASS_NAME
+            raise CheckpointError(f"{path} holds a {meta['class']!r}, not {expected}")
+        check_model_versions(path, meta, target.VERSION, FORMAT_VERSION)
+        config = parse_model_config(target.config_class, meta, cfg_file)
+        state = read_weights(path)
+        try:
+            model = target(config, text_encoder=text_encoder)
+        except TunecraftError as e:
+            raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
+        load_state_checked(model, state, str(path / WEIGHTS_NAME))
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
+
+
+# ---------------------------------------------------------------------------------------- generators
+class WaveformGenerator(DiffusionStage):
+    """Text -> low-fidelity waveform ``[B, 1, T]`` at ``config.sample_rate`` (3.2 kHz)."""
+
+    CLASS_NAME = "Noise2MusicWaveformGenerator"
+    config_class = WaveformGeneratorConfig
+    stage_name = "waveform_generator"
+    config: WaveformGeneratorConfig
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    def generate(self, texts: Sequence[str], length: int, **sampling) -> torch.Tensor:
+        """``[B, 1, length]`` low-fi audio for ``B`` prompts (``sampling``: see :meth:`sample`)."""
+        return self.sample((len(texts), 1, int(length)), text=texts, **sampling)
+
+
+class SpectrogramGenerator(DiffusionStage):
+    """Text -> log-mel ``[B, n_mels, F]`` in [-1, 1] at ``mel.frame_rate`` (100 frames/s)."""
+
+    CLASS_NAME = "Noise2MusicSpectrogramGenerator"
+    config_class = SpectrogramGeneratorConfig
+    stage_name = "spectrogram_generator"
+    config: SpectrogramGeneratorConfig
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.mel.frame_rate
+
+    @classmethod
+    def data_sample_rate(cls, config: SpectrogramGeneratorConfig) -> int:
+        return config.mel.sample_rate
+
+    @classmethod
+    def crop_multiple(cls, config: SpectrogramGeneratorConfig) -> int:
+        return config.mel.hop_length
+
+    @classmethod
+    def prepare_example(cls, config: SpectrogramGeneratorConfig, wav: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"x0": mel_frames(wav[0], config.mel)}
+
+    def generate(self, texts: Sequence[str], frames: int, **sampling) -> torch.Tensor:
+        """``[B, n_mels, frames]`` spectrograms for ``B`` prompts."""
+        return self.sample((len(texts), self.config.mel.n_mels, int(frames)), text=texts, **sampling)
+
+
+# ---------------------------------------------------------------------------------------- cascaders
+class _UpsamplingCascader(DiffusionStage):
+    """Shared part of the two cascaders: ``low_sample_rate`` audio, FFT-upsampled to ``sample_rate``
+    and stacked with ``x_t``; the conditioning is blurred and noise-corrupted in training."""
+
+    aligned_keys = ("cond",)
+    config: WaveformCascaderConfig | SRCascaderConfig
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def low_sample_rate(self) -> int:
+        return self.config.low_sample_rate
+
+    @classmethod
+    def crop_multiple(cls, config) -> int:
+        return config.sample_rate // math.gcd(config.sample_rate, config.low_sample_rate)
+
+    @classmethod
+    def prepare_example(cls, config, wav: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Target ``wav [1, T]``; conditioning: ``wav`` resampled down (soxr) then FFT-upsampled back."""
+        low = resample(wav.float(), config.sample_rate, config.low_sample_rate)
+        return {"x0": wav, "cond": fft_resample(low, config.low_sample_rate, config.sample_rate, length=wav.shape[-1])}
+
+    def upsample(self, low: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """FFT-upsample ``low [B, 1, T_low]`` to ``sample_rate`` (default ``round(T_low * ratio)`` samples)."""
+        if low.dim() != 3 or low.shape[1] != 1:
+            raise InvalidInput(f"the {self.stage_name} expects mono audio [B, 1, T], got {tuple(low.shape)}")
+        return fft_resample(low.float(), self.low_sample_rate, self.sample_rate, length=length)
+
+    def augment_aligned(self, aligned, generator):
+        return {"cond": augment_condition(aligned["cond"], self.config.augment, self.schedule, generator)}
+
+    def _condition(self, low: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        cond = self.upsample(low.to(self.device))
+        if self.config.inference_cond_t > 0:
+            t = torch.full((cond.shape[0],), float(self.config.inference_cond_t))
+            cond = noise_corrupt(cond, self.schedule, t, generator)
+        return cond
+
+
+class WaveformCascader(_UpsamplingCascader):
+    """3.2 kHz waveform + text -> 16 kHz waveform."""
+
+    CLASS_NAME = "Noise2MusicWaveformCascader"
+    config_class = WaveformCascaderConfig
+    stage_name = "waveform_cascader"
+
+    def generate(self, low: torch.Tensor, texts: Sequence[str], generator: torch.Generator | None = None,
+                 **sampling) -> torch.Tensor:
+        """``[B, 1, T * 5]`` 16 kHz audio from ``low [B, 1, T]`` at 3.2 kHz and ``B`` prompts."""
+        cond = self._condition(low, generator)
+        return self.sample(tuple(cond.shape), text=texts, cond=cond, generator=generator, **sampling)
+
+
+class SRCascader(_UpsamplingCascader):
+    """16 kHz waveform -> 24 kHz waveform (no text)."""
+
+    CLASS_NAME = "Noise2MusicSRCascader"
+    config_class = SRCascaderConfig
+    stage_name = "sr_cascader"
+
+    def generate(self, low: torch.Tensor, generator: torch.Generator | None = None, **sampling) -> torch.Tensor:
+        """``[B, 1, T * 3 / 2]`` 24 kHz audio from ``low [B, 1, T]`` at 16 kHz."""
+        cond = self._condition(low, generator)
+        return self.sample(tuple(cond.shape), cond=cond, generator=generator, **sampling)
+
+
+# ---------------------------------------------------------------------------------------- vocoder
+class SpectrogramVocoder(DiffusionStage):
+    """Log-mel ``[B, n_mels, F]`` -> 16 kHz waveform ``[B, 1, F * hop]``, spectrogram-conditioned only."""
+
+    CLASS_NAME = "Noise2MusicSpectrogramVocoder"
+    config_class = SpectrogramVocoderConfig
+    stage_name = "spectrogram_vocoder"
+    aligned_keys = ("compressed",)
+    config: SpectrogramVocoderConfig
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.mel.hop_length
+
+    @classmethod
+    def crop_multiple(cls, config: SpectrogramVocoderConfig) -> int:
+        return config.mel.hop_length
+
+    @classmethod
+    def prepare_example(cls, config: SpectrogramVocoderConfig, wav: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Target ``wav [1, T]`` (``T`` a multiple of the hop) and its ``T / hop`` mel frames."""
+        return {"x0": wav, "compressed": mel_frames(wav[0], config.mel)}
+
+    def augment_aligned(self, aligned, generator):
+        return {"compressed": augment_condition(aligned["compressed"], self.config.augment, self.schedule, generator)}
+
+    def generate(self, mel: torch.Tensor, generator: torch.Generator | None = None, **sampling) -> torch.Tensor:
+        """``[B, 1, F * hop]`` audio from ``mel [B, n_mels, F]`` in [-1, 1]."""
+        n_mels = self.config.mel.n_mels
+        if mel.dim() != 3 or mel.shape[1] != n_mels or mel.shape[-1] < 1:
+            raise InvalidInput(f"the vocoder expects a spectrogram [B, {n_mels}, F], got {tuple(mel.shape)}")
+        mel = mel.to(self.device, torch.float32)
+        if self.config.inference_cond_t > 0:
+            t = torch.full((mel.shape[0],), float(self.config.inference_cond_t))
+            mel = noise_corrupt(mel, self.schedule, t, generator)
+        shape = (mel.shape[0], 1, mel.shape[-1] * self.hop_length)
+        return self.sample(shape, compressed=mel, generator=generator, **sampling)
+
+
+#: class name in config.json -> stage class
+STAGE_CLASSES: dict[str, type[DiffusionStage]] = {
+    c.CLASS_NAME: c
+    for c in (WaveformGenerator, WaveformCascader, SpectrogramGenerator, SpectrogramVocoder, SRCascader)
+}
+#: bundle key -> stage class
+STAGES_BY_NAME: dict[str, type[DiffusionStage]] = {c.stage_name: c for c in STAGE_CLASSES.values()}
+
+
+def load_stage(name_or_path: str | Path, device: str | torch.device | None = None, text_encoder=None) -> DiffusionStage:
+    """Load any Noise2Music stage directory (its ``config.json`` names the class)."""
+    return DiffusionStage.from_pretrained(name_or_path, device=device, text_encoder=text_encoder)
