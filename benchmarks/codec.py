@@ -1,8 +1,10 @@
 """Codec benchmark: speed against transformers' EnCodec and quality against Opus at 6 kbps.
 
 (a) Speed: encode + decode of ``--seconds`` of audio on CPU with ``--threads`` threads, in x
-    real time (audio seconds per wall-clock second, best of ``--repeats`` after a warm-up), for
-    each shipped codec bundle and for a freshly built ``transformers.EncodecModel`` with the same
+    real time (audio seconds per wall-clock second, best of ``--repeats`` after a warm-up, all
+    contenders interleaved), for each shipped codec bundle (default: encoder in the bit-exact
+    ``[B, C, T]`` layout; also with the faster NWC encoder, see ``SEANetEncoder``) and for a
+    freshly built ``transformers.EncodecModel`` with the same
     configuration (random weights: speed does not depend on them). For ``codec-rvq`` the
     reference is the exact same codec (filters, ratios, LSTM, codebooks, bitrate); the continuous
     codecs have no transformers counterpart, so theirs is an EncodecModel with the same SEANet
@@ -82,14 +84,18 @@ def transformers_reference(codec: CompressionModel):
     return model, bandwidth
 
 
-def x_realtime(fn, seconds: float, repeats: int) -> float:
-    fn()  # warm-up
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def x_realtime(fns: List, seconds: float, repeats: int) -> List[float]:
+    """Best-of-``repeats`` x real time of each function, run interleaved (so that load from other
+    processes on a shared machine hits them alike), after one warm-up call each."""
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return seconds / best
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [seconds / b for b in best]
 
 
 def speed(codec: CompressionModel, seconds: float, repeats: int) -> Dict[str, float]:
@@ -99,6 +105,14 @@ def speed(codec: CompressionModel, seconds: float, repeats: int) -> Dict[str, fl
     def ours():
         codec.decode(codec.encode(x), length=x.shape[-1])
 
+    def ours_nwc_encoder():
+        layout = codec.encoder.inference_layout
+        codec.encoder.inference_layout = "nwc"
+        try:
+            ours()
+        finally:
+            codec.encoder.inference_layout = layout
+
     ref, bandwidth = transformers_reference(codec)
 
     def theirs():
@@ -106,8 +120,9 @@ def speed(codec: CompressionModel, seconds: float, repeats: int) -> Dict[str, fl
             enc = ref.encode(x, bandwidth=bandwidth)
             ref.decode(enc.audio_codes, enc.audio_scales)
 
-    ours_x, theirs_x = x_realtime(ours, seconds, repeats), x_realtime(theirs, seconds, repeats)
-    return {"ours_xrt": ours_x, "transformers_xrt": theirs_x, "ratio": ours_x / theirs_x}
+    ours_x, nwc_x, theirs_x = x_realtime([ours, ours_nwc_encoder, theirs], seconds, repeats)
+    return {"ours_xrt": ours_x, "transformers_xrt": theirs_x, "ratio": ours_x / theirs_x,
+            "ours_nwc_encoder_xrt": nwc_x, "ratio_nwc_encoder": nwc_x / theirs_x}
 
 
 # ---- quality ----------------------------------------------------------------------------------
@@ -201,6 +216,22 @@ def quality(codec: CompressionModel, clips: torch.Tensor, opus_kbps: float, work
     return {k: float(np.nanmean(v)) for k, v in res.items() if v}
 
 
+def check_codebooks_used(codec: RVQCodec, clip: torch.Tensor, k: int) -> None:
+    """Assert that ``set_num_codebooks(k)`` is honoured: ``k`` code streams, and decoding them
+    gives the same audio as decoding the first ``k`` streams of a full-rate encoding."""
+    codes = codec.encode(clip[None])
+    if codes.shape[1] != k:
+        raise AssertionError(f"set_num_codebooks({k}) gave {codes.shape[1]} codebooks")
+    full = codec.num_codebooks
+    codec.set_num_codebooks(codec.total_codebooks)
+    all_codes = codec.encode(clip[None])
+    codec.set_num_codebooks(full)
+    if not torch.equal(all_codes[:, :k], codes):
+        raise AssertionError("the first codebooks of a full-rate encoding differ from a k-codebook encoding")
+    if torch.equal(codec.decode(codes), codec.decode(all_codes)):
+        raise AssertionError(f"decoding {k} codebooks gives the same audio as decoding all of them")
+
+
 def bitrate(codec: CompressionModel) -> str:
     if isinstance(codec, RVQCodec):
         return f"{codec.bandwidth:.1f} kbps ({codec.num_codebooks} x {codec.cardinality})"
@@ -215,7 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--bundles", nargs="+", default=DEFAULT_BUNDLES, help="bundle names or model directories")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=10.0, help="audio length of the speed test")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--corpus", type=Path, default=Path("data/synth"))
     p.add_argument("--split", default="test")
     p.add_argument("--clips", type=int, default=16)
@@ -242,14 +273,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if not args.skip_speed:
         print(f"### Encode + decode speed (CPU, {args.threads} threads, {args.seconds:g} s of audio)\n")
-        print("| codec | format | ours (x real time) | transformers EncodecModel, same config (x real time) | ours / theirs |")
-        print("|---|---|---|---|---|")
+        print("| codec | format | ours (x real time) | transformers EncodecModel, same config (x real time) | ours / theirs "
+              "| ours with the NWC encoder (x real time) | NWC / theirs |")
+        print("|---|---|---|---|---|---|---|")
         for name, codec in codecs.items():
             s = speed(codec, args.seconds, args.repeats)
             report["speed"][name] = s
             ref = "same codec" if isinstance(codec, RVQCodec) else "same SEANet, 1 codebook"
             print(f"| {name} | {codec.sample_rate // 1000} kHz x{codec.channels}, {bitrate(codec)} | "
-                  f"{s['ours_xrt']:.1f} | {s['transformers_xrt']:.1f} ({ref}) | {s['ratio']:.2f} |", flush=True)
+                  f"{s['ours_xrt']:.1f} | {s['transformers_xrt']:.1f} ({ref}) | {s['ratio']:.2f} | "
+                  f"{s['ours_nwc_encoder_xrt']:.1f} | {s['ratio_nwc_encoder']:.2f} |", flush=True)
         print()
 
     if not args.skip_quality:
@@ -263,7 +296,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 clips = heldout_clips(args.corpus, args.split, codec, args.clips, args.clip_seconds)
                 q = quality(codec, clips, args.opus_kbps, Path(tmp))
                 report["quality"][name] = dict(q, clips=len(clips), bitrate=bitrate(codec))
-                print(f"| {name} | {bitrate(codec)} | {q['mel']:.3f} | {q['opus_mel']:.3f} | {q['sisnr']:.2f} | "
+                print(f"| {name} | {bitrate(codec)} | {q['mel']:.4f} | {q['opus_mel']:.4f} | {q['sisnr']:.2f} | "
                       f"{q['opus_sisnr']:.2f} |", flush=True)
                 if isinstance(codec, RVQCodec):
                     full = codec.num_codebooks
@@ -271,10 +304,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         if not 1 <= k < full:
                             continue
                         codec.set_num_codebooks(k)
+                        check_codebooks_used(codec, clips[0], k)
                         qk = quality(codec, clips, args.opus_kbps, Path(tmp), with_opus=False)
                         label = f"{name} ({k} codebooks)"
                         report["quality"][label] = dict(qk, clips=len(clips), bitrate=bitrate(codec))
-                        print(f"| {label} | {bitrate(codec)} | {qk['mel']:.3f} | {q['opus_mel']:.3f} | "
+                        print(f"| {label} | {bitrate(codec)} | {qk['mel']:.4f} | {q['opus_mel']:.4f} | "
                               f"{qk['sisnr']:.2f} | {q['opus_sisnr']:.2f} |", flush=True)
                     codec.set_num_codebooks(full)
         print()

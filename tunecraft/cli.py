@@ -6,6 +6,8 @@
     tunecraft data synth --n 200 --duration 10 --seed 1 --out DIR
     tunecraft data music21 --out DIR [--limit N]
     tunecraft data manifest DIR [-o data.jsonl]
+    tunecraft data pseudolabel AUDIO_DIR [--vocab FILE ...] [--k 10] [--k-prime 3] [-o MANIFEST]
+    tunecraft eval --system NAME [--prompts FILE] [--reference DIR] [--limit N] [--out DIR]
     tunecraft train RECIPE [--out DIR] [--resume] [--set key=value ...]
 
 Errors a user can cause (a missing file, a bad value, an unknown system) print one line on
@@ -321,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_cmd_generate)
 
+    from .eval.cli import add_eval_arguments, cmd_eval
+
+    ev = sub.add_parser("eval", help="generate a prompt set with a system and score it (report.json + report.html)")
+    add_eval_arguments(ev)
+    ev.set_defaults(func=cmd_eval)
+
     s = sub.add_parser("systems", help="list installed systems and what each can do")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_systems)
@@ -356,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     dman.add_argument("-o", "--output", default=None)
     dman.add_argument("-q", "--quiet", action="store_true")
     dman.set_defaults(func=_cmd_data_manifest)
+
+    from .joint.pseudolabel import add_pseudolabel_arguments, cmd_pseudolabel
+
+    dpl = dsub.add_parser("pseudolabel", help="caption unlabelled audio with the joint embedding (Noise2Music)")
+    add_pseudolabel_arguments(dpl)
+    dpl.set_defaults(func=cmd_pseudolabel)
     d.set_defaults(func=lambda a: _missing_subcommand(d))
 
     cv = sub.add_parser("convert", help="convert official checkpoints into tunecraft bundles")
@@ -366,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_arguments(cvm)
     cvm.set_defaults(func=cmd_convert_musicgen)
     cv.set_defaults(func=lambda a: _missing_subcommand(cv))
+
+    from .codecs.cli import add_codec_arguments
+
+    add_codec_arguments(sub.add_parser("codec", help="encode audio to codes, decode codes to audio, or reconstruct"))
 
     from .train import add_train_arguments, main_from_args
 

@@ -3,11 +3,18 @@
 A model directory holds ``config.json`` (naming the class and its versions) and
 ``model.safetensors``. Default bundles ship inside the package under
 ``tunecraft/bundles/<name>`` and are found by name.
+
+Every model class writes its directory through :func:`write_model_dir` (after
+:func:`state_for_saving`), so the on-disk format is defined once: the weights file carries
+``{"format": "pt", "class": <class>}`` as safetensors metadata, and ``config.json`` is the
+``meta`` dict as indented JSON. Both files are written atomically.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +26,67 @@ from .errors import CheckpointError, ConfigError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
+#: How the float32 parameters of a model may be stored (``save_pretrained(dtype=...)``).
+STORAGE_DTYPES = ("float32", "float16")
+
+
+def state_for_saving(model: nn.Module, dtype: str = "float32") -> dict[str, torch.Tensor]:
+    """``model``'s state dict as contiguous CPU tensors, ready for :func:`write_model_dir`.
+
+    ``dtype="float16"`` stores the float32 *parameters* in half precision (they load back as
+    float32); buffers keep their dtype (EMA counts can exceed the float16 range).
+    """
+    from .errors import InvalidInput
+
+    if dtype not in STORAGE_DTYPES:
+        raise InvalidInput(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+    params = {name for name, _ in model.named_parameters()}
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if dtype == "float16" and key in params and value.dtype == torch.float32:
+            value = value.to(torch.float16)
+        state[key] = value.contiguous().clone()
+    return state
+
+
+def _replace_atomically(target: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``target``, flush it to disk, then
+    ``os.replace`` it over ``target``: readers see the old file or the new one, never a part."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary open() would create it
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_model_dir(path: str | Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    """Write a model directory: ``model.safetensors`` (``state``) and ``config.json`` (``meta``).
+
+    ``meta`` must name the ``class``; it is written as given (key order kept). Each file is
+    written to a temporary file in ``path`` and moved into place with ``os.replace``, weights
+    first and ``config.json`` last, so an interrupted save never leaves a truncated file, and
+    other files in the directory (``training.json``, ``fit.json``) are kept.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", "class": str(meta["class"])}
+    _replace_atomically(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    text = json.dumps(meta, indent=2) + "\n"
+    _replace_atomically(path / CONFIG_NAME, lambda tmp: tmp.write_text(text))
+    return path
 
 
 def resolve_model_dir(name_or_path: str | Path) -> Path:

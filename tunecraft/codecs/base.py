@@ -19,7 +19,6 @@ shipped in ``tunecraft/bundles/<name>``; it checks class, versions, keys and sha
 from __future__ import annotations
 
 import abc
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
@@ -31,7 +30,6 @@ from ..audio import convert_channels, resample
 from ..config import Config
 from ..errors import CheckpointError, InvalidInput, TunecraftError
 from ..pretrained import (
-    CONFIG_NAME,
     WEIGHTS_NAME,
     check_model_versions,
     load_state_checked,
@@ -39,10 +37,11 @@ from ..pretrained import (
     read_model_config,
     read_weights,
     resolve_model_dir,
+    state_for_saving,
+    write_model_dir,
 )
 
 FORMAT_VERSION = 1
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 _REGISTRY: dict[str, type["CompressionModel"]] = {}
 
@@ -147,6 +146,8 @@ class CompressionModel(nn.Module, abc.ABC):
             wav = wav[None, None]
         if wav.dim() != 3:
             raise InvalidInput(f"audio must have shape [B, C, T], got {tuple(wav.shape)}")
+        if wav.shape[1] == 0:
+            raise InvalidInput(f"audio has no channels (shape {tuple(wav.shape)})")
         if wav.numel() == 0:
             raise InvalidInput(f"audio is empty (shape {tuple(wav.shape)})")
         if not torch.isfinite(wav).all():
@@ -201,26 +202,13 @@ class CompressionModel(nn.Module, abc.ABC):
         matrices) keep their precision, since EMA counts can exceed the float16 range and the
         whitening is a precise linear map.
         """
-        from safetensors.torch import save_file
-
         from .. import __version__
 
-        if dtype not in STORAGE_DTYPES:
-            raise InvalidInput(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {}
-        param_names = {name for name, _ in self.named_parameters()}
-        for key, value in self.state_dict().items():
-            value = value.detach().cpu()
-            if dtype == "float16" and key in param_names and value.dtype == torch.float32:
-                value = value.to(torch.float16)
-            state[key] = value.contiguous().clone()
+        state = state_for_saving(self, dtype)
         for name, module in self.named_modules():  # training-only state (e.g. codebook EMA sums)
             prune = getattr(module, "prune_export_state", None)
             if prune is not None:
                 prune(state, f"{name}." if name else "", half=dtype == "float16")
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "class": type(self).__name__})
         meta = {
             "class": type(self).__name__,
             "format_version": FORMAT_VERSION,
@@ -229,8 +217,7 @@ class CompressionModel(nn.Module, abc.ABC):
             "dtype": dtype,
             "config": self.config.to_dict(),
         }
-        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
+        return write_model_dir(path, meta, state)
 
     @classmethod
     def from_pretrained(cls: type[M], name_or_path: str | Path, device: str | torch.device | None = None) -> M:

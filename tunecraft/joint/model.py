@@ -33,7 +33,6 @@ names it (``"minilm"`` ships with tunecraft's dependencies).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import LogMel, resample
-from ..pretrained import CONFIG_NAME, WEIGHTS_NAME
+from ..pretrained import WEIGHTS_NAME
 from ..config import Config
 from ..errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt, TunecraftError
 from ..modules.conv_blocks import Downsample1d, ResBlock1d, SelfAttention1d, group_norm
@@ -479,26 +478,15 @@ class JointEmbeddingModel(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` into directory ``path``. ``dtype="float16"``
         stores the float32 parameters in half precision (loaded back as float32); buffers (the
         tokenizer's codebooks and EMA counts) keep float32."""
-        from safetensors.torch import save_file
-
         from .. import __version__
+        from ..pretrained import state_for_saving, write_model_dir
 
         if dtype not in STORAGE_DTYPES:
             raise InvalidInput(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        params = {n for n, _ in self.named_parameters()}
-        state = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().cpu()
-            if dtype == "float16" and k in params and v.dtype == torch.float32:
-                v = v.half()
-            state[k] = v.contiguous().clone()
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "class": self.CLASS_NAME})
+        state = state_for_saving(self, dtype)
         meta = {"class": self.CLASS_NAME, "format_version": FORMAT_VERSION, "model_version": self.VERSION,
                 "tunecraft_version": __version__, "dtype": dtype, "config": self.config.to_dict()}
-        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
+        return write_model_dir(path, meta, state)
 
     @classmethod
     def from_pretrained(cls, name_or_path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,

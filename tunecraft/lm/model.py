@@ -28,7 +28,6 @@ transformers' ``MusicgenMelodyForConditionalGeneration``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -652,14 +651,9 @@ class CodecLM(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path) -> Path:
         """Write ``config.json`` (class, versions, config) and ``model.safetensors`` to ``path``."""
-        from safetensors.torch import save_file
-
         from .. import __version__
+        from ..pretrained import state_for_saving, write_model_dir
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "class": type(self).__name__})
         meta = {
             "class": type(self).__name__,
             "format_version": FORMAT_VERSION,
@@ -667,8 +661,7 @@ class CodecLM(nn.Module):
             "tunecraft_version": __version__,
             "config": self.config.to_dict(),
         }
-        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
+        return write_model_dir(path, meta, state_for_saving(self))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None) -> "CodecLM":

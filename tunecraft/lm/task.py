@@ -70,7 +70,8 @@ class MusicGenTaskConfig(Config):
     channel the LM models (its ``lm.n_q`` must equal that, doubled when ``stereo``).
     ``text_encoder``: a :func:`~tunecraft.text.get_text_encoder` spec; ``text_cache_size``
     should cover every distinct caption, so each is encoded once. ``sampling``: the bundle's
-    default sampling settings; ``description``: one line shown by ``tunecraft systems``.
+    default sampling settings; ``description``: one line shown by ``tunecraft systems``;
+    ``default``: the exported bundle is its family's default (``--system musicgen``).
     ``sample_seconds``: length of the audio logged every ``train.sample_every`` steps.
     """
 
@@ -83,6 +84,7 @@ class MusicGenTaskConfig(Config):
     text_cache_size: int = 16384
     sampling: dict = dataclasses.field(default_factory=lambda: {"top_k": 250, "temperature": 1.0, "cfg_scale": 3.0})
     description: str = ""
+    default: bool = False
     sample_seconds: float = 4.0
 
     def __post_init__(self) -> None:
@@ -405,7 +407,8 @@ class MusicGenTask(TrainTask):
         inner = unwrap(model)
         cfg = MusicGenConfig(codec=self.config.codec, num_codebooks=self.config.num_codebooks,
                              text=self.text_config().to_dict(), stereo=self.config.stereo,
-                             sampling=dict(self.config.sampling), description=self.config.description)
+                             sampling=dict(self.config.sampling), description=self.config.description,
+                             default=self.config.default)
         codec = self.codec().to(inner.lm.device)
         system = MusicGen(inner.lm, inner.text, codec, cfg)
         return system

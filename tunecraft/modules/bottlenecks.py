@@ -258,6 +258,26 @@ class Whitener(nn.Module):
     def is_fitted(self) -> bool:
         return bool(self.fitted.item())
 
+    # ---- shipping: the accumulators are fitting state, not needed to whiten ------------------
+
+    _ACCUMULATORS = ("count", "sum", "sum_outer")
+
+    def prune_export_state(self, state: dict, prefix: str, half: bool) -> None:
+        """For a shipped (``half``) export, drop the float64 accumulators ``count``, ``sum`` and
+        ``sum_outer`` (``D^2`` doubles) of a fitted whitener: whitening needs only ``mean`` and
+        the two matrices. A float32 save keeps them, so accumulation can continue after loading."""
+        if half and self.is_fitted:
+            for name in self._ACCUMULATORS:
+                state.pop(prefix + name, None)
+
+    def restore_export_state(self, state: dict, prefix: str) -> None:
+        """Inverse of :meth:`prune_export_state`: empty accumulators (``count = 0``), so a later
+        :meth:`update` + :meth:`finalize` fits on the new data alone."""
+        if prefix + "whitening" in state and all(prefix + name not in state for name in self._ACCUMULATORS):
+            state[prefix + "count"] = torch.zeros_like(self.count)
+            state[prefix + "sum"] = torch.zeros_like(self.sum)
+            state[prefix + "sum_outer"] = torch.zeros_like(self.sum_outer)
+
     def _check(self, z: torch.Tensor) -> None:
         if z.dim() != 3 or z.shape[1] != self.dim:
             raise InvalidInput(f"expected latents [B, {self.dim}, T], got shape {tuple(z.shape)}")

@@ -18,6 +18,20 @@ makes the last window complete, so that a length-``T`` signal always gives
 
     n_frames = ceil((T - k + (k - s)) / s + 1)
     extra    = (n_frames - 1) s + k - (k - s) - T
+
+Inference fast path (tests/test_codec_inference.py checks it against the original computation):
+
+* without autograd, SEANet can run in the *NWC layout*: ``[B, C, 1, T]`` tensors in
+  channels-last memory (physically ``[B, T, C]``), on which oneDNN's 1D convolutions with few
+  channels are about twice as fast as on ``[B, C, T]`` (:func:`to_nwc`, :func:`from_nwc`);
+  the modules below accept both layouts. oneDNN picks other kernels for it, so results differ
+  from the ``[B, C, T]`` path by float rounding (~1e-6 relative);
+* in the NWC layout, constant ("zero") padding is done by the convolution itself (``padding=``)
+  rather than by an ``F.pad`` copy of the whole signal; only when the right side needs more
+  zeros than the left are the last frames computed from a short padded tail (:func:`padded_conv`).
+  The ``[B, C, T]`` path keeps ``F.pad`` + convolution: bit for bit the original computation;
+* without autograd, weight-normed weights are computed once per parameter update and cached
+  (:func:`inference_weight`).
 """
 
 from __future__ import annotations
@@ -90,6 +104,89 @@ def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "constant", va
     if mode == "constant":
         return F.pad(x, paddings, mode, value)
     return F.pad(x, paddings, mode)
+
+
+def to_nwc(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, T]`` -> the inference layout ``[B, C, 1, T]`` in channels-last memory (``[B, T, C]``)."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def from_nwc(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_nwc`: a contiguous ``[B, C, T]``."""
+    return x.squeeze(2).contiguous()
+
+
+def is_nwc(x: torch.Tensor) -> bool:
+    """Whether ``x`` is in the inference layout of :func:`to_nwc` (a 4D ``[B, C, 1, T]``)."""
+    return x.dim() == 4
+
+
+def _param_key(module: nn.Module) -> tuple | None:
+    """Identity of ``module``'s current parameter values (storage, version, dtype), or None when
+    the parameters carry no version counter (inference tensors)."""
+    try:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
+    except RuntimeError:
+        return None
+
+
+def inference_weight(conv: nn.Module, nwc: bool) -> torch.Tensor:
+    """``conv.weight`` for the no-grad path, computed once per parameter update.
+
+    Weight norm recomputes ``g v / ||v||`` on every access; here the result (unsqueezed to
+    ``[O, I, 1, k]`` channels-last for the NWC layout) is cached on the module under a key of the
+    parameters' storage and version counters, so an optimiser step, ``load_state_dict`` or
+    ``.to()`` invalidates it. Only call it with autograd off: the cached tensor has no graph.
+    """
+    key = _param_key(conv)
+    cache = conv.__dict__.get("_tunecraft_inference_weight")
+    if key is not None and cache is not None and cache[0] == key and cache[1] == nwc:
+        return cache[2]
+    weight = conv.weight.detach()
+    if nwc:
+        weight = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    if key is not None:
+        conv.__dict__["_tunecraft_inference_weight"] = (key, nwc, weight)
+    return weight
+
+
+def padded_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, dilation: int,
+                groups: int, left: int, right: int) -> torch.Tensor:
+    """``conv1d(F.pad(x, (left, right)), ...)`` without copying ``x`` into a padded buffer.
+
+    ``x`` is ``[B, C, T]`` (weight ``[O, I, k]``) or the NWC layout ``[B, C, 1, T]`` (weight
+    ``[O, I, 1, k]``). The convolution pads ``left`` zeros on both sides itself; surplus frames
+    that only the extra zeros on the right made possible are cut off, and when ``right > left``
+    the frames that need more zeros on the right are computed from a short zero-padded tail of
+    ``x``. Every output frame sees exactly the samples it sees after ``F.pad``.
+    """
+    nwc = x.dim() == 4
+    length = x.shape[-1]
+    kernel = (weight.shape[-1] - 1) * dilation + 1
+    n_frames = (length + left + right - kernel) // stride + 1
+
+    def conv(inp: torch.Tensor, pad: int) -> torch.Tensor:
+        if nwc:
+            return F.conv2d(inp, weight, bias, (1, stride), (0, pad), (1, dilation), groups)
+        return F.conv1d(inp, weight, bias, stride, pad, dilation, groups)
+
+    if n_frames < 1:
+        raise ValueError(f"input of length {length} is too short for kernel {kernel} with padding {(left, right)}")
+    n_main = (length + 2 * left - kernel) // stride + 1 if length + 2 * left >= kernel else 0
+    if right <= left or n_main >= n_frames:
+        y = conv(x, left)
+        return y[..., :n_frames] if y.shape[-1] > n_frames else y
+    if n_main < 1:  # a signal shorter than the kernel: pad it (it is tiny)
+        return conv(F.pad(x, (0, right - left)), left)[..., :n_frames]
+    main = conv(x, left)[..., :n_main]
+    # frames n_main .. n_frames - 1 read samples [a, b) of x, zero outside [0, T)
+    a = n_main * stride - left
+    b = (n_frames - 1) * stride - left + kernel
+    tail = x[..., max(a, 0): min(b, length)]
+    tail = F.pad(tail, (max(0, -a), max(0, b - length)))
+    if nwc:
+        tail = tail.contiguous(memory_format=torch.channels_last)
+    return torch.cat([main, conv(tail, 0)], dim=-1)
 
 
 def unpad1d(x: torch.Tensor, paddings: tuple[int, int]) -> torch.Tensor:
@@ -172,20 +269,45 @@ class StreamableConv1d(nn.Module):
         )
         self.causal = causal
         self.pad_mode = pad_mode
+        # spectral norm advances its power iteration on every weight access in training mode
+        self._cache_weight = norm != "spectral_norm"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def paddings(self, length: int) -> tuple[int, int]:
+        """``(left, right)`` zeros (or reflected samples) around a length-``length`` input."""
         conv = self.conv.conv
         kernel_size = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
         stride = conv.stride[0]
         padding_total = kernel_size - stride
-        extra = extra_padding_for_conv1d(x.shape[-1], kernel_size, stride, padding_total)
+        extra = extra_padding_for_conv1d(length, kernel_size, stride, padding_total)
         if self.causal:
-            x = pad1d(x, (padding_total, extra), mode=self.pad_mode)
+            return padding_total, extra
+        padding_right = padding_total // 2
+        return padding_total - padding_right, padding_right + extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, T] -> [B, C_out, ceil(T / stride)]``; the NWC layout ``[B, C, 1, T]`` (no
+        autograd only) is accepted and returned as well."""
+        conv = self.conv.conv
+        nwc = is_nwc(x)
+        if nwc and torch.is_grad_enabled():
+            raise RuntimeError("the NWC layout is an inference path; use [B, C, T] with autograd")
+        if torch.is_grad_enabled() or not self._cache_weight:
+            weight = conv.weight
+            if nwc:
+                weight = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
         else:
-            padding_right = padding_total // 2
-            padding_left = padding_total - padding_right
-            x = pad1d(x, (padding_left, padding_right + extra), mode=self.pad_mode)
-        return self.conv(x)
+            weight = inference_weight(conv, nwc)
+        left, right = self.paddings(x.shape[-1])
+        stride, dilation, groups = conv.stride[0], conv.dilation[0], conv.groups
+        if not nwc:  # [B, C, T]: exactly the original computation (the bit-exact encoder path)
+            y = F.conv1d(pad1d(x, (left, right), mode=self.pad_mode), weight, conv.bias, stride, 0, dilation, groups)
+        elif self.pad_mode == "constant":
+            y = padded_conv(x, weight, conv.bias, stride, dilation, groups, left, right)
+        else:
+            # reflect/replicate/circular pads are defined on [B, C, T]
+            x = to_nwc(pad1d(x.squeeze(2), (left, right), mode=self.pad_mode))
+            y = padded_conv(x, weight, conv.bias, stride, dilation, groups, 0, 0)
+        return self.conv.norm(y)
 
 
 class StreamableConvTranspose1d(nn.Module):
@@ -219,9 +341,18 @@ class StreamableConvTranspose1d(nn.Module):
         self.trim_right_ratio = trim_right_ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, T] -> [B, C_out, T * stride]``; also in the NWC layout without autograd."""
         convtr = self.convtr.convtr
         padding_total = convtr.kernel_size[0] - convtr.stride[0]
-        y = self.convtr(x)
+        if is_nwc(x):
+            if torch.is_grad_enabled():
+                raise RuntimeError("the NWC layout is an inference path; use [B, C, T] with autograd")
+            weight = inference_weight(convtr, nwc=True)
+            y = F.conv_transpose2d(x, weight, convtr.bias, (1, convtr.stride[0]), 0, 0, convtr.groups,
+                                   (1, convtr.dilation[0]))
+            y = self.convtr.norm(y)
+        else:
+            y = self.convtr(x)
         if self.causal:
             padding_right = math.ceil(padding_total * self.trim_right_ratio)
         else:
