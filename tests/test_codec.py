@@ -34,13 +34,7 @@ from transformers.models.encodec import modeling_encodec as hf_enc  # noqa: E402
 SR = 8000
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: one intra-op thread avoids spin-wait stalls on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # ---------------------------------------------------------------------------------------------
 # tiny models

@@ -32,12 +32,7 @@ from tunecraft.modules.seanet import SEANetConfig, SEANetResnetBlock, Streamable
 SR = 8000
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---- the reference computation (the code before the fast path) -----------------------------

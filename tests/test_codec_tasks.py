@@ -43,12 +43,7 @@ SR = 8000
 TINY_LOSS = dict(mel_scales=[5, 6, 7], mel_n_mels=16)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _clip(rng: np.random.Generator, seconds: float, channels: int) -> np.ndarray:

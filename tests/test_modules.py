@@ -37,13 +37,7 @@ from tunecraft.modules.quantization import ResidualVectorQuantizer, RVQConfig
 from tunecraft.modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: one intra-op thread avoids spin-wait stalls on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # ---------------------------------------------------------------------------------------------
 # conv + SEANet

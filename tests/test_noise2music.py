@@ -46,12 +46,7 @@ TINY = dict(channels=[8, 16, 16], blocks=[1, 1, 1], num_heads=2, norm_groups=4, 
 TINY_MEL = MelConfig(n_mels=16, n_fft=512, win_length=400)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_configs() -> dict:

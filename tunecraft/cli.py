@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import InvalidInput, InvalidPrompt, TunecraftError
+from .errors import InvalidInput, TunecraftError
 
 EXIT_USAGE = 2
 AUDIO_OUTPUT_EXTS = (".wav", ".flac")
@@ -65,38 +65,9 @@ def read_prompt_file(path: str) -> list[dict]:
     A JSONL line holds ``prompt`` (or ``description`` / ``text``) and optionally ``output``,
     ``duration`` and ``seed``.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInput(f"prompts file not found: {path}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"cannot read prompts file {path}: {e}") from None
-    items: list[dict] = []
-    if p.suffix.lower() in (".jsonl", ".json"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidInput(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if isinstance(obj, str):
-                obj = {"prompt": obj}
-            if not isinstance(obj, dict):
-                raise InvalidInput(f"{path}:{n}: expected an object with a 'prompt' field")
-            prompt = obj.get("prompt", obj.get("description", obj.get("text")))
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise InvalidPrompt(f"{path}:{n}: empty prompt")
-            items.append({**obj, "prompt": prompt})
-    else:
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                items.append({"prompt": line})
-    if not items:
-        raise InvalidPrompt(f"prompts file {path} holds no prompt")
-    return items
+    from .prompt_file import iter_prompt_records
+
+    return [record for _, record in iter_prompt_records(Path(path), path)]
 
 
 def _check_output_path(path: str) -> Path:

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data.manifest import resolve_split
+from ..data.manifest import split_source
 from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
 from ..modules.discriminators import DiscriminatorConfig
 from ..modules.losses import CodecLossConfig
@@ -326,12 +326,7 @@ class CodecTask(TrainTask):
         return CodecGAN(self.codec_class(self.config.codec))
 
     def _split_source(self, split: str) -> Optional[Union[str, Path]]:
-        manifest = resolve_split(self.data.source, split)
-        if manifest is not None:
-            return manifest
-        if split == self.data.train_split:
-            return self.data.source  # no split manifests: the whole source is the training set
-        return None
+        return split_source(self.data.source, split, self.data.train_split)
 
     def train_metas(self) -> List[Any]:
         if self._train_metas is None:

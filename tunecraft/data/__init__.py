@@ -11,6 +11,7 @@ from .manifest import (  # noqa: E402,F401
     load_info,
     read_manifest,
     resolve_split,
+    split_source,
     scan_audio_folder,
     write_manifest,
 )

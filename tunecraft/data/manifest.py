@@ -452,3 +452,13 @@ def resolve_split(source: str | Path, split: str) -> Path | None:
                 return None
             return path
     return None
+
+
+def split_source(source: Any, split: str, train_split: str) -> Any:
+    """Where the clips of ``split`` come from: its manifest in the corpus directory ``source``
+    (:func:`resolve_split`); failing that, ``source`` itself for the training split (no split
+    manifests: the whole source is the training set), else ``None``."""
+    manifest = resolve_split(source, split)
+    if manifest is not None:
+        return manifest
+    return source if split == train_split else None

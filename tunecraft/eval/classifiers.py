@@ -49,6 +49,17 @@ from torch import nn
 
 from ..config import Config
 from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
+from ..pretrained import (
+    WEIGHTS_NAME,
+    check_model_versions,
+    load_state_checked,
+    parse_model_config,
+    read_model_config,
+    read_weights,
+    resolve_model_dir,
+    state_for_saving,
+    write_model_dir,
+)
 from .features import FEATURE_DIMS, chroma_profile, tempo_profile
 
 __all__ = [
@@ -69,7 +80,6 @@ DEFAULT_TAG_FIELDS = ("style", "instrument", "mode", "moods", "instruments")
 #: Clip descriptors a classifier can read, in the order they are concatenated.
 FEATURES = ("joint", "chroma", "tempo")
 FORMAT_VERSION = 1
-STORAGE_DTYPES = ("float32", "float16")
 _NOTE_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # the composer's spelling
 
 
@@ -284,40 +294,17 @@ class TagClassifier(nn.Module):
     def save_pretrained(self, path: Union[str, Path], dtype: str = "float32") -> Path:
         """Write ``config.json`` + ``model.safetensors`` into directory ``path`` (``dtype="float16"``
         halves the stored parameters; they load back as float32)."""
-        from safetensors.torch import save_file
-
         from .. import __version__
-        from ..pretrained import CONFIG_NAME, WEIGHTS_NAME
 
-        if dtype not in STORAGE_DTYPES:
-            raise InvalidInput(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().cpu()
-            if dtype == "float16" and v.dtype == torch.float32:
-                v = v.half()
-            state[k] = v.contiguous().clone()
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "class": self.CLASS_NAME})
+        state = state_for_saving(self, dtype)
         meta = {"class": self.CLASS_NAME, "format_version": FORMAT_VERSION, "model_version": self.VERSION,
                 "tunecraft_version": __version__, "dtype": dtype, "config": self.config.to_dict()}
-        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
+        return write_model_dir(path, meta, state)
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path] = "tag-classifier", joint=None) -> "TagClassifier":
         """Load a model directory or bundle name (default ``tag-classifier``), checking class,
         versions, tensor names and shapes. Returns the model in eval mode."""
-        from ..pretrained import (
-            check_model_versions,
-            load_state_checked,
-            parse_model_config,
-            read_model_config,
-            read_weights,
-            resolve_model_dir,
-        )
-
         path = resolve_model_dir(path)
         cfg_file, meta = read_model_config(path)
         if meta["class"] != cls.CLASS_NAME:
@@ -326,7 +313,7 @@ class TagClassifier(nn.Module):
         config = parse_model_config(TagClassifierConfig, meta, cfg_file)
         state = read_weights(path)
         model = cls(config, joint=joint)
-        load_state_checked(model, state, str(path / "model.safetensors"))
+        load_state_checked(model, state, str(path / WEIGHTS_NAME))
         return model.eval()
 
 

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from ..errors import InvalidInput, InvalidPrompt, TunecraftError
+from ..prompt_file import iter_prompt_records
 
 __all__ = ["BENCHMARK_PROMPTS", "PromptItem", "build_prompt_set", "read_prompt_set", "render_reference"]
 
@@ -108,33 +109,9 @@ def _item(obj: Dict[str, Any], where: str, n: int) -> PromptItem:
 def read_prompt_set(path: Union[str, Path, None] = None) -> List[PromptItem]:
     """Read a prompt set (``.jsonl`` objects or ``.txt`` lines); ``None`` reads the shipped benchmark."""
     p = Path(path).expanduser() if path is not None else BENCHMARK_PROMPTS
-    if not p.is_file():
-        raise InvalidInput(f"prompts file not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"cannot read prompts file {p}: {e}") from None
     items: List[PromptItem] = []
-    if p.suffix.lower() in (".jsonl", ".json"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidInput(f"{p}:{n}: invalid JSON ({e.msg})") from None
-            if isinstance(obj, str):
-                obj = {"prompt": obj}
-            if not isinstance(obj, dict):
-                raise InvalidInput(f"{p}:{n}: expected an object with a 'prompt' field")
-            items.append(_item(obj, f"{p}:{n}", len(items)))
-    else:
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                items.append(PromptItem(id=f"{len(items):04d}", prompt=line))
-    if not items:
-        raise InvalidPrompt(f"prompts file {p} holds no prompt")
+    for where, obj in iter_prompt_records(p, p):
+        items.append(_item(obj, where, len(items)))
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise InvalidInput(f"prompts file {p} repeats an id")

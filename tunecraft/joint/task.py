@@ -200,12 +200,9 @@ class JointTask(TrainTask):
         return JointEmbeddingModel(self.config.model)
 
     def _split_source(self, split: str) -> Optional[Any]:
-        from ..data.manifest import resolve_split
+        from ..data.manifest import split_source
 
-        manifest = resolve_split(self.data.source, split)
-        if manifest is not None:
-            return manifest
-        return self.data.source if split == self.data.train_split else None
+        return split_source(self.data.source, split, self.data.train_split)
 
     def train_items(self) -> Tuple[List[Any], List[List[str]]]:
         if self._train is None:

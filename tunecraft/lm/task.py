@@ -318,12 +318,9 @@ class MusicGenTask(TrainTask):
 
     # ---- data -------------------------------------------------------------------------------
     def _split_source(self, split: str) -> Optional[Any]:
-        from ..data.manifest import resolve_split
+        from ..data.manifest import split_source
 
-        manifest = resolve_split(self.data.source, split)
-        if manifest is not None:
-            return manifest
-        return self.data.source if split == self.data.train_split else None
+        return split_source(self.data.source, split, self.data.train_split)
 
     def _cache_file(self, split: str) -> Path:
         if self.data.token_cache:

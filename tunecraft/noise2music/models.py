@@ -24,7 +24,6 @@ names it. :func:`load_stage` loads any stage directory.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -44,7 +43,17 @@ from ..diffusion import (
     text_dropout_mask,
 )
 from ..errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt, TunecraftError
-from ..pretrained import CONFIG_NAME, WEIGHTS_NAME
+from ..pretrained import (
+    WEIGHTS_NAME,
+    check_model_versions,
+    load_state_checked,
+    parse_model_config,
+    read_model_config,
+    read_weights,
+    resolve_model_dir,
+    state_for_saving,
+    write_model_dir,
+)
 from ..text import TextConditioner, TextStates
 from .augment import augment_condition, noise_corrupt
 from .configs import (
@@ -72,7 +81,6 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _PIECEWISE_MIN_STEPS = max(len(FRONT_HEAVY), len(BACK_HEAVY))
-STORAGE_DTYPES = ("float32", "float16")
 
 
 def mel_frames(wav: torch.Tensor, mel: MelConfig) -> torch.Tensor:
@@ -316,41 +324,19 @@ class DiffusionStage(nn.Module):
     def save_pretrained(self, path: str | Path, dtype: str = "float16") -> Path:
         """Write ``config.json`` + ``model.safetensors`` into directory ``path``; ``dtype="float16"``
         stores the float32 parameters in half precision (loaded back as float32)."""
-        from safetensors.torch import save_file
-
         from .. import __version__
 
-        if dtype not in STORAGE_DTYPES:
-            raise InvalidInput(f"storage dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().cpu()
-            if dtype == "float16" and v.dtype == torch.float32:
-                v = v.half()
-            state[k] = v.contiguous().clone()
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "class": self.CLASS_NAME})
+        state = state_for_saving(self, dtype)
         meta = {"class": self.CLASS_NAME, "format_version": FORMAT_VERSION, "model_version": self.VERSION,
                 "tunecraft_version": __version__, "stage": self.stage_name, "dtype": dtype,
                 "config": self.config.to_dict()}
-        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
+        return write_model_dir(path, meta, state)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
                         text_encoder=None) -> "DiffusionStage":
         """Load a stage directory, checking its class, versions, tensor names and shapes. Called on
         :class:`DiffusionStage` itself it loads whichever stage the directory holds. Eval mode."""
-        from ..pretrained import (
-            check_model_versions,
-            load_state_checked,
-            parse_model_config,
-            read_model_config,
-            read_weights,
-            resolve_model_dir,
-        )
-
         path = resolve_model_dir(name_or_path)
         cfg_file, meta = read_model_config(path)
         target = STAGE_CLASSES.get(meta["class"])
