@@ -42,7 +42,8 @@ import torch
 from tunecraft.audio import resample
 from tunecraft.codecs import CompressionModel, RVQCodec, load_codec
 from tunecraft.pretrained import BUNDLES_DIR
-from tunecraft.codecs.tasks import CodecClipDataset, resolve_split
+from tunecraft.codecs.tasks import CodecClipDataset
+from tunecraft.data.manifest import resolve_split
 from tunecraft.errors import DependencyError, TunecraftError
 
 DEFAULT_BUNDLES = ["codec-rvq", "vae-gan", "masked-ae"]

@@ -400,3 +400,24 @@ def _convert_hf(src: Path, out: Path) -> Path:
     from tunecraft.systems.musicgen_convert import convert_musicgen
 
     return convert_musicgen(src, out, dtype="float32")
+
+
+def test_bundle_lists_its_own_capabilities(bundle):
+    meta = json.loads((bundle / "config.json").read_text())
+    assert meta["capabilities"] == ["batch", "continuation", "text"]  # no melody, mono
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "tunecraft" / "bundles" / "musicgen-tiny"
+
+
+@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="musicgen-tiny is not shipped")
+def test_shipped_musicgen_tiny_generates_offline(tmp_path):
+    from tunecraft.systems import list_systems
+
+    info = {s.name: s for s in list_systems()}["musicgen-tiny"]
+    assert info.system == "musicgen" and "melody" not in info.capabilities
+    out = tmp_path / "tiny.wav"
+    assert cli_main(["generate", "a calm piano ballad in G major, 72 bpm", "--system", "musicgen",
+                     "--duration", "1", "--seed", "0", "-o", str(out), "-q"]) == 0
+    data, sr = sf.read(out)
+    assert sr == 32000 and data.shape[0] == 32000 and np.isfinite(data).all() and np.abs(data).max() > 1e-3

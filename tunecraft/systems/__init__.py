@@ -84,7 +84,9 @@ def list_systems() -> list[SystemInfo]:
             family = cfg.get("system")
             if family not in SYSTEM_CLASSES:
                 continue
-            caps = sorted(getattr(_system_class(family), "capabilities", ()))
+            caps = cfg.get("capabilities")  # what this bundle can do (a family's class lists all)
+            if not isinstance(caps, list):
+                caps = sorted(getattr(_system_class(family), "capabilities", ()))
             out.append(SystemInfo(d.name, family, caps, str(d), cfg.get("description", "")))
     return out
 

@@ -397,6 +397,7 @@ class MusicGen(GenerationSystem):
             cfg = self.config.replace(codec=codec_ref, text=text_cfg.to_dict())
             meta = {"system": self.system_name, "class": type(self).__name__, "format_version": FORMAT_VERSION,
                     "tunecraft_version": __version__, "dtype": dtype, "description": cfg.description,
+                    "capabilities": sorted(self.capabilities),
                     "default": cfg.default, "config": cfg.to_dict()}
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             if path.exists():
