@@ -16,7 +16,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -172,3 +172,29 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{weights} is unreadable or corrupt: {e}") from None
+
+
+def build_from_model_dir(path: Path, meta: dict, cfg_file: Path, *, config_class: type, model_version: Any,
+                         format_version: int, build: Callable[[Any], nn.Module],
+                         prepare_state: Callable[[nn.Module, dict], None] | None = None,
+                         device: str | torch.device | None = None) -> nn.Module:
+    """The common tail of every ``from_pretrained``: check versions, parse the typed config,
+    ``build(config)`` the model (its :class:`TunecraftError` becomes a :class:`CheckpointError`),
+    let ``prepare_state(model, state)`` complete the stored tensors, load them checked, move to
+    ``device`` and return the model in eval mode. The caller resolves ``path``, reads
+    ``(cfg_file, meta)`` with :func:`read_model_config` and checks the class it expects."""
+    from .errors import TunecraftError
+
+    check_model_versions(path, meta, model_version, format_version)
+    config = parse_model_config(config_class, meta, cfg_file)
+    state = read_weights(path)
+    try:
+        model = build(config)
+    except TunecraftError as e:
+        raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
+    if prepare_state is not None:
+        prepare_state(model, state)
+    load_state_checked(model, state, str(path / WEIGHTS_NAME))
+    if device is not None:
+        model = model.to(device)
+    return model.eval()

@@ -28,14 +28,10 @@ from torch import nn
 
 from ..audio import convert_channels, resample
 from ..config import Config
-from ..errors import CheckpointError, InvalidInput, TunecraftError
+from ..errors import CheckpointError, InvalidInput
 from ..pretrained import (
-    WEIGHTS_NAME,
-    check_model_versions,
-    load_state_checked,
-    parse_model_config,
+    build_from_model_dir,
     read_model_config,
-    read_weights,
     resolve_model_dir,
     state_for_saving,
     write_model_dir,
@@ -230,21 +226,16 @@ class CompressionModel(nn.Module, abc.ABC):
                                   f"({', '.join(sorted(_REGISTRY))})")
         if not issubclass(klass, cls):
             raise CheckpointError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-        check_model_versions(path, meta, klass.model_version, FORMAT_VERSION)
-        config = parse_model_config(klass.config_class, meta, cfg_file)
-        state = read_weights(path)
-        try:
-            model = klass(config)
-        except TunecraftError as e:
-            raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
-        for name, module in model.named_modules():
-            restore = getattr(module, "restore_export_state", None)
-            if restore is not None:
-                restore(state, f"{name}." if name else "")
-        load_state_checked(model, state, str(path / WEIGHTS_NAME))
-        if device is not None:
-            model = model.to(device)
-        return model.eval()
+
+        def restore_pruned(model: nn.Module, state: dict) -> None:  # e.g. codebook EMA sums
+            for name, module in model.named_modules():
+                restore = getattr(module, "restore_export_state", None)
+                if restore is not None:
+                    restore(state, f"{name}." if name else "")
+
+        return build_from_model_dir(path, meta, cfg_file, config_class=klass.config_class,
+                                    model_version=klass.model_version, format_version=FORMAT_VERSION,
+                                    build=klass, prepare_state=restore_pruned, device=device)
 
 
 class DiscreteCompressionModel(CompressionModel):

@@ -50,12 +50,8 @@ from torch import nn
 from ..config import Config
 from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
 from ..pretrained import (
-    WEIGHTS_NAME,
-    check_model_versions,
-    load_state_checked,
-    parse_model_config,
+    build_from_model_dir,
     read_model_config,
-    read_weights,
     resolve_model_dir,
     state_for_saving,
     write_model_dir,
@@ -309,12 +305,9 @@ class TagClassifier(nn.Module):
         cfg_file, meta = read_model_config(path)
         if meta["class"] != cls.CLASS_NAME:
             raise CheckpointError(f"{path} holds a {meta['class']!r}, not a {cls.CLASS_NAME}")
-        check_model_versions(path, meta, cls.VERSION, FORMAT_VERSION)
-        config = parse_model_config(TagClassifierConfig, meta, cfg_file)
-        state = read_weights(path)
-        model = cls(config, joint=joint)
-        load_state_checked(model, state, str(path / WEIGHTS_NAME))
-        return model.eval()
+        return build_from_model_dir(path, meta, cfg_file, config_class=TagClassifierConfig,
+                                    model_version=cls.VERSION, format_version=FORMAT_VERSION,
+                                    build=lambda config: cls(config, joint=joint))
 
 
 def build_vocab(infos: Sequence[Mapping[str, Any]], fields: Sequence[str], min_count: int = 1) -> Dict[str, List[str]]:

@@ -43,9 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import LogMel, resample
-from ..pretrained import WEIGHTS_NAME
 from ..config import Config
-from ..errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt, TunecraftError
+from ..errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt
 from ..modules.conv_blocks import Downsample1d, ResBlock1d, SelfAttention1d, group_norm
 from .tokenizer import MuLanTokenizer, MuLanTokenizerConfig
 
@@ -493,27 +492,12 @@ class JointEmbeddingModel(nn.Module):
                         text_encoder=None) -> "JointEmbeddingModel":
         """Load a model directory or a bundle name (e.g. ``"joint-tiny"``), checking class,
         versions, tensor names and shapes. Returns the model in eval mode."""
-        from ..pretrained import (
-            check_model_versions,
-            load_state_checked,
-            parse_model_config,
-            read_model_config,
-            read_weights,
-            resolve_model_dir,
-        )
+        from ..pretrained import build_from_model_dir, read_model_config, resolve_model_dir
 
         path = resolve_model_dir(name_or_path)
         cfg_file, meta = read_model_config(path)
         if meta["class"] != cls.CLASS_NAME:
             raise CheckpointError(f"{path} holds a {meta['class']!r}, not a {cls.CLASS_NAME}")
-        check_model_versions(path, meta, cls.VERSION, FORMAT_VERSION)
-        config = parse_model_config(JointConfig, meta, cfg_file)
-        state = read_weights(path)
-        try:
-            model = cls(config, text_encoder=text_encoder)
-        except TunecraftError as e:
-            raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
-        load_state_checked(model, state, str(path / WEIGHTS_NAME))
-        if device is not None:
-            model = model.to(device)
-        return model.eval()
+        return build_from_model_dir(path, meta, cfg_file, config_class=JointConfig, model_version=cls.VERSION,
+                                    format_version=FORMAT_VERSION,
+                                    build=lambda config: cls(config, text_encoder=text_encoder), device=device)

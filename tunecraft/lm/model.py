@@ -41,13 +41,11 @@ from ..config import Config
 from ..pretrained import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    check_model_versions,
+    build_from_model_dir,
     load_state_checked,
-    parse_model_config,
     read_model_config,
-    read_weights,
 )
-from ..errors import CheckpointError, ConfigError, InvalidInput, TunecraftError
+from ..errors import CheckpointError, ConfigError, InvalidInput
 from ..modules.attention import linear
 from ..modules.transformer import ACTIVATIONS, POSITIONAL, CrossContext, Transformer
 from ..text.states import TextStates, null_condition
@@ -672,17 +670,9 @@ class CodecLM(nn.Module):
         cfg_file, meta = read_model_config(path)
         if meta["class"] != cls.__name__:
             raise CheckpointError(f"{path} does not hold a {cls.__name__} (config.json names {meta['class']!r})")
-        check_model_versions(path, meta, cls.model_version, FORMAT_VERSION)
-        config = parse_model_config(cls.config_class, meta, cfg_file)
-        state = read_weights(path)
-        try:
-            model = cls(config)
-        except TunecraftError as e:
-            raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
-        model.load_state_checked(state, str(path / WEIGHTS_NAME))
-        if device is not None:
-            model = model.to(device)
-        return model.eval()
+        return build_from_model_dir(path, meta, cfg_file, config_class=cls.config_class,
+                                    model_version=cls.model_version, format_version=FORMAT_VERSION,
+                                    build=cls, device=device)
 
     def load_state_checked(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load ``state`` after checking names and shapes (:class:`CheckpointError` on mismatch)."""

@@ -42,14 +42,10 @@ from ..diffusion import (
     guided_model_fn,
     text_dropout_mask,
 )
-from ..errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt, TunecraftError
+from ..errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt
 from ..pretrained import (
-    WEIGHTS_NAME,
-    check_model_versions,
-    load_state_checked,
-    parse_model_config,
+    build_from_model_dir,
     read_model_config,
-    read_weights,
     resolve_model_dir,
     state_for_saving,
     write_model_dir,
@@ -343,17 +339,9 @@ class DiffusionStage(nn.Module):
         if target is None or (cls is not DiffusionStage and target is not cls):
             expected = "a Noise2Music stage" if cls is DiffusionStage else cls.CLASS_NAME
             raise CheckpointError(f"{path} holds a {meta['class']!r}, not {expected}")
-        check_model_versions(path, meta, target.VERSION, FORMAT_VERSION)
-        config = parse_model_config(target.config_class, meta, cfg_file)
-        state = read_weights(path)
-        try:
-            model = target(config, text_encoder=text_encoder)
-        except TunecraftError as e:
-            raise CheckpointError(f"{cfg_file}: cannot build the model: {e}") from None
-        load_state_checked(model, state, str(path / WEIGHTS_NAME))
-        if device is not None:
-            model = model.to(device)
-        return model.eval()
+        return build_from_model_dir(path, meta, cfg_file, config_class=target.config_class,
+                                    model_version=target.VERSION, format_version=FORMAT_VERSION,
+                                    build=lambda config: target(config, text_encoder=text_encoder), device=device)
 
 
 # ---------------------------------------------------------------------------------------- generators
