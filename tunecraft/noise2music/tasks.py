@@ -298,14 +298,17 @@ class _StageTask(TrainTask):
             ds = self._dataset(metas[:1], None if caps is None else caps[:1], random=False)
         return ds[0] if len(ds) else None
 
-    def sample(self, model: nn.Module, step: int) -> Dict[str, Audio]:
+    def _sampling(self, model: nn.Module, step: int) -> Tuple[DiffusionStage, int, torch.Generator]:
+        """``(unwrapped stage, sample steps, generator seeded from (data.seed, step))``."""
         from ..train.distributed import unwrap
 
-        raw: DiffusionStage = unwrap(model)
         g = torch.Generator().manual_seed(self.data.seed * 1_000_003 + step)
-        steps = self.config.sample_steps
-        if not raw.aligned_keys:  # a generator: sample the prompt
-            return self._generator_sample(raw, steps, g)
+        return unwrap(model), self.config.sample_steps, g
+
+    def sample(self, model: nn.Module, step: int) -> Dict[str, Audio]:
+        """Cascaders and the vocoder: regenerate a validation item from its aligned condition
+        (generator tasks override this to sample their prompt)."""
+        raw, steps, g = self._sampling(model, step)
         item = self._reference_item()
         if item is None:
             return {}
@@ -316,9 +319,6 @@ class _StageTask(TrainTask):
         out = raw.sample((1, *x0.shape), steps=steps, generator=g, **kw)
         rate = raw.sample_rate
         return {"generated": (out[0].float().cpu(), rate), "target": (x0.float().cpu(), rate)}
-
-    def _generator_sample(self, raw: DiffusionStage, steps: int, g: torch.Generator) -> Dict[str, Audio]:
-        raise NotImplementedError
 
     # ---- export -----------------------------------------------------------------------
     def export(self, model: nn.Module, out_dir: Path) -> None:
@@ -335,7 +335,8 @@ class WaveformGeneratorTask(_StageTask):
     data_config_class = GeneratorDataConfig
     stage_class = WaveformGenerator
 
-    def _generator_sample(self, raw, steps, g):
+    def sample(self, model: nn.Module, step: int) -> Dict[str, Audio]:
+        raw, steps, g = self._sampling(model, step)
         n = int(round(self.config.sample_seconds * raw.sample_rate))
         out = raw.generate([self.config.sample_prompt], n, steps=steps, generator=g)
         return {"generated": (out[0].float().cpu(), raw.sample_rate)}
@@ -358,7 +359,8 @@ class SpectrogramGeneratorTask(_StageTask):
     data_config_class = GeneratorDataConfig
     stage_class = SpectrogramGenerator
 
-    def _generator_sample(self, raw, steps, g):
+    def sample(self, model: nn.Module, step: int) -> Dict[str, Audio]:
+        raw, steps, g = self._sampling(model, step)
         frames = max(1, int(round(self.config.sample_seconds * raw.frame_rate)))
         mel = raw.generate([self.config.sample_prompt], frames, steps=steps, generator=g)
         try:
