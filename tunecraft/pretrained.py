@@ -160,14 +160,15 @@ def parse_model_config(config_class: type, meta: dict, cfg_file: Path) -> Any:
         raise CheckpointError(f"{cfg_file}: invalid config: {e}") from None
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of ``path/model.safetensors``; missing or corrupt is a :class:`CheckpointError`."""
+def read_weights(path: Path, name: str = WEIGHTS_NAME) -> dict[str, torch.Tensor]:
+    """The tensors of ``path/name`` (default ``model.safetensors``); missing or corrupt is a
+    :class:`CheckpointError`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    weights = path / WEIGHTS_NAME
+    weights = path / name
     if not weights.is_file():
-        raise CheckpointError(f"{path} has no {WEIGHTS_NAME}")
+        raise CheckpointError(f"{path} has no {name}")
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

@@ -39,7 +39,14 @@ from ..config import Config
 from ..errors import CheckpointError, ConfigError, InvalidInput, TunecraftError
 from ..lm import CodecLM
 from ..lm.sampling import SamplingParams
-from ..pretrained import CONFIG_NAME, parse_model_config, read_model_config, resolve_model_dir
+from ..pretrained import (
+    CONFIG_NAME,
+    load_state_checked,
+    parse_model_config,
+    read_model_config,
+    read_weights,
+    resolve_model_dir,
+)
 from ..text.conditioner import TextConditioner, TextConditionerConfig
 from .base import GenerationSystem, check_cfg_scale, check_descriptions, check_duration
 
@@ -414,9 +421,6 @@ class MusicGen(GenerationSystem):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "MusicGen":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         from ..codecs import load_codec
 
         path = resolve_model_dir(path)
@@ -439,16 +443,7 @@ class MusicGen(GenerationSystem):
             raise
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{cfg_file}: bad text section: {e}") from None
-        proj_file = path / TEXT_PROJECTION
-        if not proj_file.is_file():
-            raise CheckpointError(f"{path} has no {TEXT_PROJECTION}")
-        try:
-            proj = load_file(str(proj_file))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{proj_file} is unreadable or corrupt: {e}") from None
-        from ..pretrained import load_state_checked
-
-        load_state_checked(text, proj, str(proj_file))
+        load_state_checked(text, read_weights(path, TEXT_PROJECTION), str(path / TEXT_PROJECTION))
         codec = load_codec(_resolve_codec(path, config.codec), device=device)
         return cls(lm, text.to(device), codec, config)
 
