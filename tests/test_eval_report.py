@@ -41,6 +41,7 @@ class ComposerSystem(GenerationSystem):
                  force=False, **kwargs):
         descriptions = check_descriptions(descriptions)
         duration = check_duration(duration, force)
+        self.calls.append(dict(cfg_scale=cfg_scale, steps=steps, **kwargs))
         out = []
         for d in descriptions:
             if self.mode == "echo":
@@ -219,3 +220,27 @@ def test_melody_flag_needs_the_capability(tmp_path, monkeypatch, capsys):
     b = bundle(tmp_path, monkeypatch, "echo")
     assert main(["eval", "--system", str(b), "--limit", "1", "--melody", "--out", str(tmp_path / "o")]) == 2
     assert "melody" in capsys.readouterr().err
+
+
+def test_eval_passes_sampling_options_to_generate(tmp_path):
+    from tunecraft.eval.runner import EvalSettings, run_evaluation
+
+    system = ComposerSystem("noise")
+    options = {"steps": 3, "cfg_scale": 2.5, "temperature": 0.7, "top_k": 5, "step_schedule": "back-heavy"}
+    settings = EvalSettings(system="noise", out=str(tmp_path / "o"), limit=2, images=False, options=options)
+    report = run_evaluation(settings, system=system)
+    assert system.calls == [{"cfg_scale": 2.5, "steps": 3, "temperature": 0.7, "top_k": 5,
+                             "step_schedule": "back-heavy"}] * 2
+    assert report["settings"]["options"] == options
+    cmd = report["command"]
+    for flag in ("--steps 3", "--cfg 2.5", "--temperature 0.7", "--top-k 5", "--step-schedule back-heavy"):
+        assert flag in cmd
+
+
+def test_eval_rejects_unknown_generation_options(tmp_path):
+    from tunecraft.errors import InvalidInput
+    from tunecraft.eval.runner import EvalSettings, run_evaluation
+
+    with pytest.raises(InvalidInput, match="unknown generation option"):
+        run_evaluation(EvalSettings(system="noise", out=str(tmp_path / "o"), options={"topk": 5}),
+                       system=ComposerSystem("noise"))

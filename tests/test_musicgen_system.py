@@ -185,6 +185,15 @@ def test_cli_generate_and_bad_input(bundle, tmp_path, capsys):
                      "-o", str(out), "-q"]) == 0
     data, sr = sf.read(out)
     assert sr == SR and data.shape[0] == 800
+    # the sampling flags reach the LM: greedy decoding ignores the seed, top-k 1 is greedy too
+    greedy = []
+    for extra in (["--temperature", "0", "--seed", "1"], ["--temperature", "0", "--seed", "2"],
+                  ["--top-k", "1", "--top-p", "0", "--seed", "3"]):
+        o = tmp_path / f"g{len(greedy)}.wav"
+        assert cli_main(["generate", "jazz piano trio", "--system", str(bundle), "--duration", "0.1", *extra,
+                         "-o", str(o), "-q"]) == 0
+        greedy.append(sf.read(o)[0])
+    assert np.array_equal(greedy[0], greedy[1]) and np.array_equal(greedy[0], greedy[2])
     bad_melody = tmp_path / "melody.wav"
     bad_melody.write_bytes(b"RIFF....WAVEjunk")
     cases = [
@@ -192,6 +201,10 @@ def test_cli_generate_and_bad_input(bundle, tmp_path, capsys):
         ["generate", "x", "--system", str(bundle), "--duration", "0"],
         ["generate", "x", "--system", str(bundle), "--duration", "700"],
         ["generate", "x", "--system", str(bundle), "--cfg", "-2"],
+        ["generate", "x", "--system", str(bundle), "--top-k", "-1"],
+        ["generate", "x", "--system", str(bundle), "--top-p", "1.5"],
+        ["generate", "x", "--system", str(bundle), "--step-schedule", "front-heavy"],
+        ["generate", "x", "--system", str(bundle), "--path", "waveform"],
         ["generate", "x", "--system", str(bundle), "--melody", str(bad_melody)],
         ["generate", "x", "--system", str(bundle), "--melody", str(tmp_path / "missing.wav")],
     ]

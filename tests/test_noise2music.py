@@ -387,7 +387,8 @@ def test_cli_generates_with_both_paths_and_reports_bad_input(bundle, tmp_path, c
     assert sorted(p.suffix for p in keep.iterdir()) == [".npy", ".wav", ".wav"]
     assert np.load(next(keep.glob("*.npy"))).shape == (16, 50)
     code = main(["generate", "calm piano", "--system", str(bundle), "--duration", "0.3", "--seed", "1",
-                 "-o", str(tmp_path / "wave.wav"), "-q", "--steps", "2", "--cfg", "1.5"])
+                 "-o", str(tmp_path / "wave.wav"), "-q", "--steps", "2", "--cfg", "1.5", "--step-schedule",
+                 "back-heavy", "--eta", "0.5"])
     assert code == 0 and sf.info(tmp_path / "wave.wav").frames == 7200
     capsys.readouterr()
     for argv, needles in (
@@ -395,6 +396,10 @@ def test_cli_generates_with_both_paths_and_reports_bad_input(bundle, tmp_path, c
         (["generate", "x", "--system", str(bundle), "--duration", "0"], ["duration"]),
         (["generate", "x", "--system", str(bundle), "--cfg", "-1"], ["cfg_scale"]),
         (["generate", "x", "--system", str(bundle), "--path", "midi", "-o", str(tmp_path / "y.wav")], ["path"]),
+        (["generate", "x", "--system", str(bundle), "--step-schedule", "sideways", "-o", str(tmp_path / "y.wav")],
+         ["schedule"]),
+        (["generate", "x", "--system", str(bundle), "--eta", "2", "-o", str(tmp_path / "y.wav")], ["eta"]),
+        (["generate", "x", "--system", str(bundle), "--top-k", "5", "-o", str(tmp_path / "y.wav")], ["top_k"]),
     ):
         code = main(argv)
         _one_line_error(code, capsys.readouterr().err, *needles)

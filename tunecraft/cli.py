@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InvalidInput, TunecraftError
+from .sampling_flags import add_sampling_arguments, sampling_kwargs
 
 EXIT_USAGE = 2
 AUDIO_OUTPUT_EXTS = (".wav", ".flac")
@@ -94,7 +95,7 @@ def _cmd_generate(args) -> int:
     for it in items:
         if "duration" in it:
             it["duration"] = check_duration(it["duration"], force=args.force)
-    check_cfg_scale(args.cfg)
+    check_cfg_scale(args.cfg_scale)
     check_steps(args.steps)
     melody = None
     if args.melody is not None:
@@ -116,13 +117,7 @@ def _cmd_generate(args) -> int:
     system = load_system(args.system, device=args.device)
     from .audio import save_audio
 
-    kwargs = {}
-    if args.steps is not None:
-        kwargs["steps"] = args.steps
-    if args.cfg is not None:
-        kwargs["cfg_scale"] = args.cfg
-    if args.path is not None:
-        kwargs["path"] = args.path
+    kwargs = sampling_kwargs(args)
     if args.keep_stages is not None:
         kwargs["keep_stages"] = args.keep_stages
     for i, (it, target) in enumerate(zip(items, targets)):
@@ -282,10 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--system", default="musicgen", help="bundle name, system family or model directory (default: musicgen)")
     g.add_argument("--duration", type=float, default=10.0, help="seconds of audio (default 10)")
     g.add_argument("--seed", type=int, default=None, help="random seed (bit-identical output for the same seed)")
-    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (system default if unset)")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps for diffusion systems")
     g.add_argument("--melody", metavar="FILE", help="reference recording whose chromagram conditions the melody")
-    g.add_argument("--path", default=None, help="noise2music generation path: waveform or spectrogram (bundle default if unset)")
+    add_sampling_arguments(g)
     g.add_argument("--keep-stages", metavar="DIR", default=None, help="save every cascade stage's output in DIR (noise2music)")
     g.add_argument("-o", "--output", help="output .wav/.flac (a directory with --prompts)")
     g.add_argument("--format", choices=("wav", "flac"), default="wav", help="format for generated file names")

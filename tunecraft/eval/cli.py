@@ -1,7 +1,8 @@
 """Command-line glue of ``tunecraft eval`` (the main CLI registers it with a few lines)::
 
     tunecraft eval --system NAME [--prompts FILE] [--reference DIR] [--limit N] [--seed N]
-                   [--steps N] [--cfg X] [--duration S] [--melody] [--out DIR]
+                   [--steps N] [--cfg X] [--temperature X] [--top-k N] [--top-p X]
+                   [--step-schedule NAME] [--eta X] [--path NAME] [--duration S] [--melody] [--out DIR]
 
 See :mod:`tunecraft.eval.runner` for what is generated, scored and written.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+
+from ..sampling_flags import add_sampling_arguments, sampling_kwargs
 
 __all__ = ["add_eval_arguments", "cmd_eval"]
 
@@ -27,8 +30,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                              "sorted order); default: re-render each prompt's reference with the composer")
     parser.add_argument("--limit", type=int, default=None, help="use the first N prompts")
     parser.add_argument("--seed", type=int, default=0, help="prompt i is generated with seed + i (default 0)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps for diffusion systems")
-    parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (system default if unset)")
+    add_sampling_arguments(parser)
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds per generation (default: the prompt's duration, else 10)")
     parser.add_argument("--melody", action="store_true",
@@ -51,7 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = args.out or "eval-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", str(args.system)).strip("._") or "system")
     quiet = bool(getattr(args, "quiet", False))
     settings = EvalSettings(system=args.system, out=out, prompts=args.prompts, reference=args.reference,
-                            limit=args.limit, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
+                            limit=args.limit, seed=args.seed, options=sampling_kwargs(args),
                             duration=args.duration, fad_embedder=args.fad_embedder, classifier=args.classifier,
                             joint=args.joint, melody=args.melody, images=args.images, device=args.device,
                             progress=not quiet and sys.stderr.isatty())

@@ -62,8 +62,9 @@ class EvalSettings:
     reference: Optional[str] = None
     limit: Optional[int] = None
     seed: int = 0
-    steps: Optional[int] = None
-    cfg_scale: Optional[float] = None
+    #: generate() keywords (``steps``, ``cfg_scale``, ``temperature``, ``top_k``, ``top_p``,
+    #: ``step_schedule``, ``eta``, ``path``: :data:`tunecraft.sampling_flags.SAMPLING_FLAGS`)
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
     duration: Optional[float] = None
     fad_embedder: str = "joint"
     classifier: str = "tag-classifier"
@@ -80,8 +81,14 @@ class EvalSettings:
             raise InvalidInput(f"--limit must be >= 1, got {self.limit}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InvalidInput(f"--seed must be a non-negative integer, got {self.seed!r}")
-        check_steps(self.steps)
-        check_cfg_scale(self.cfg_scale)
+        from ..sampling_flags import SAMPLING_FLAGS
+
+        known = {dest for _, dest, _, _ in SAMPLING_FLAGS}
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            raise InvalidInput(f"unknown generation option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        check_steps(self.options.get("steps"))
+        check_cfg_scale(self.options.get("cfg_scale"))
         if self.duration is not None:
             check_duration(self.duration)
         if self.reference is not None and not Path(self.reference).expanduser().is_dir():
@@ -94,10 +101,11 @@ class EvalSettings:
         """The ``tunecraft eval`` command that reproduces this run."""
         import shlex
 
-        parts = ["tunecraft", "eval", "--system", self.system]
+        from ..sampling_flags import sampling_flags
+
+        parts = ["tunecraft", "eval", "--system", self.system] + sampling_flags(self.options)
         for flag, value in (("--prompts", self.prompts), ("--reference", self.reference), ("--limit", self.limit),
-                            ("--seed", self.seed), ("--steps", self.steps), ("--cfg", self.cfg_scale),
-                            ("--duration", self.duration), ("--fad-embedder", self.fad_embedder),
+                            ("--seed", self.seed), ("--duration", self.duration), ("--fad-embedder", self.fad_embedder),
                             ("--classifier", self.classifier), ("--joint", self.joint), ("--device", self.device),
                             ("--out", self.out)):
             if value is not None:
@@ -211,11 +219,7 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
 
     # ---- generation ---------------------------------------------------------------------------
     out.mkdir(parents=True, exist_ok=True)
-    kwargs: Dict[str, Any] = {}
-    if settings.steps is not None:
-        kwargs["steps"] = settings.steps
-    if settings.cfg_scale is not None:
-        kwargs["cfg_scale"] = settings.cfg_scale
+    kwargs: Dict[str, Any] = {k: v for k, v in settings.options.items() if v is not None}
     generated: List[Tuple[torch.Tensor, int]] = []
     rows: List[Dict[str, Any]] = []
     used_names: Dict[str, int] = {}
@@ -353,7 +357,7 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
         "prompts": {"file": str(settings.prompts or BENCHMARK_PROMPTS), "count": len(items)},
         "reference": {"source": ref_source, "paired": len(refs), "fad_set": len(fad_refs),
                       "skipped_unreadable": ref_skipped},
-        "settings": {"seed": settings.seed, "steps": settings.steps, "cfg_scale": settings.cfg_scale,
+        "settings": {"seed": settings.seed, "options": dict(settings.options),
                      "duration": settings.duration, "melody": settings.melody, "fad_embedder": settings.fad_embedder,
                      "classifier": settings.classifier, "joint": settings.joint, "device": settings.device},
         "metrics": metrics,
