@@ -504,3 +504,31 @@ def test_mel_frames_alignment():
     preview = griffin_lim_preview(mel_frames(tones[0], mel), SpectrogramGeneratorConfig())
     assert preview.shape == (1, 8000)
     assert float((mel_frames(preview[0], mel) - mel_frames(tones[0], mel)).abs().mean()) < 0.05
+
+
+# ---- the inference-ablation benchmark (paper Figures 2 and 3) ----------------------------------
+
+
+def test_quality_benchmark_sweeps_guidance_schedules_and_steps(bundle, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "n2m_quality", Path(__file__).resolve().parent.parent / "benchmarks" / "noise2music_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "q"
+    assert bench.main(["--system", str(bundle), "--path", "waveform", "--limit", "2", "--duration", "0.5",
+                       "--cfgs", "1,4", "--step-factors", "1,2", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [(r["options"]["step_schedule"], r["options"]["cfg_scale"]) for r in res["guidance"]] == [
+        (s, c) for s in ("back-heavy", "uniform", "front-heavy") for c in (1.0, 4.0)]
+    default_steps = res["defaults"]["waveform_cascader"]["steps"]
+    assert [r["options"]["steps"]["waveform_cascader"] for r in res["steps"]] == [default_steps, 2 * default_steps]
+    for r in res["guidance"] + res["steps"]:
+        assert r["fad"] is not None and r["text_audio"] is not None and r["seconds_per_clip"] > 0
+        assert (out / r["name"] / "report.json").is_file()
+    # each point really used its options: the reports record them
+    report = json.loads((out / "uniform-cfg4" / "report.json").read_text())
+    assert report["settings"]["options"] == {"path": "waveform", "cfg_scale": 4.0, "step_schedule": "uniform"}
+    assert (out / "guidance_schedule.png").stat().st_size > 0 and (out / "steps_time.png").stat().st_size > 0
+    assert bench.main(["--system", str(bundle), "--cfgs", "-1", "--out", str(out)]) == 2

@@ -87,8 +87,10 @@ class EvalSettings:
         unknown = sorted(set(self.options) - known)
         if unknown:
             raise InvalidInput(f"unknown generation option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        check_steps(self.options.get("steps"))
-        check_cfg_scale(self.options.get("cfg_scale"))
+        # a mapping {stage: value} (noise2music) is checked by the system
+        for key, check in (("steps", check_steps), ("cfg_scale", check_cfg_scale)):
+            if not isinstance(self.options.get(key), dict):
+                check(self.options.get(key))
         if self.duration is not None:
             check_duration(self.duration)
         if self.reference is not None and not Path(self.reference).expanduser().is_dir():
