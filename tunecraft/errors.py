@@ -1,10 +1,14 @@
 """tunecraft's exception types.
 
 Every error a user can cause derives from :class:`TunecraftError`. The CLI catches
-``TunecraftError`` and prints ``error: <message>`` on one line with exit code 2.
+``TunecraftError`` and prints ``error: <message>`` on one line with exit code 2; the
+``python -m`` entry points of the modules do the same through :func:`run_main`.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import Callable, Optional
 
 
 class TunecraftError(Exception):
@@ -44,3 +48,13 @@ class ConfigError(TunecraftError):
 
 class DependencyError(TunecraftError):
     """An optional dependency (package, soundfont, local model) is not available."""
+
+
+def run_main(body: Callable[[], Optional[int]]) -> int:
+    """Run a ``main()``'s work and return its exit code: ``body()``'s (``None`` counts as 0), or,
+    when it raises a :class:`TunecraftError`, 2 after printing ``error: <message>`` to stderr."""
+    try:
+        return int(body() or 0)
+    except TunecraftError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -13,12 +13,13 @@ with the arguments raise :class:`~tunecraft.errors.InvalidInput`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import soundfile as sf
@@ -328,18 +329,28 @@ def save_audio(
         warnings.warn(f"save_audio: clipped {n_clipped} samples to [-1, 1] while writing {p}", stacklevel=2)
         arr = np.clip(arr, -1.0, 1.0)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    os.close(fd)
-    try:
+    with atomic_output(p) as tmp:
         try:
             sf.write(tmp, np.ascontiguousarray(arr.T), sample_rate, subtype=sub, format=fmt)
         except (sf.SoundFileError, RuntimeError, ValueError) as e:
             raise AudioFormatError(f"cannot write {p} ({fmt}/{sub}, {sample_rate} Hz): {_short(e)}") from None
-        os.replace(tmp, p)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[str]:
+    """The name of a new empty temporary file beside ``path`` (``.<name>.XXXX.tmp``; the folder
+    must exist) to write in the ``with`` block; when the block ends it is moved over ``path``
+    with ``os.replace`` (readers see the old file or the new one, never a part), and when the
+    block raises it is removed and ``path`` is left as it was."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-    return p

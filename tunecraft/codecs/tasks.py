@@ -52,13 +52,14 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..data.dataset import source_metas
 from ..data.manifest import split_source
-from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
+from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, run_main
 from ..modules.discriminators import DiscriminatorConfig
 from ..modules.losses import CodecLossConfig
 from ..modules.quantization import EuclideanCodebook, RVQConfig
 from ..modules.seanet import SEANetConfig
-from ..train.task import Audio, OptimizerSpec, TrainTask, default_param_groups, register_task
+from ..train.task import Audio, OptimizerSpec, SplitDataConfig, TrainTask, default_param_groups, register_task
 from .base import CompressionModel
 from .masked_ae import MaskedAEConfig, MaskedAutoencoder
 from .rvq_codec import RVQCodec, RVQCodecConfig
@@ -130,7 +131,7 @@ def cpu_masked_ae_config() -> MaskedAEConfig:
 
 
 @dataclass
-class CodecDataConfig(Config):
+class CodecDataConfig(SplitDataConfig):
     """The ``[data]`` section of the codec recipes.
 
     ``source``: a corpus directory (``tunecraft data synth`` output, with ``<split>.jsonl``
@@ -143,9 +144,6 @@ class CodecDataConfig(Config):
     ``fit_seconds``: train-split audio for the export-time fits (latent scale, whitening).
     """
 
-    source: str = "data/synth"
-    train_split: str = "train"
-    valid_split: str = "valid"
     min_segment: float = 0.5
     max_segment: float = 1.0
     valid_clips: int = 16
@@ -156,8 +154,7 @@ class CodecDataConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.source:
-            raise ConfigError("data.source is empty: give a corpus directory, a manifest or a folder of audio")
+        super().__post_init__()
         if not 0 < self.min_segment <= self.max_segment:
             raise ConfigError(f"need 0 < min_segment <= max_segment, got {self.min_segment}, {self.max_segment}")
         for name in ("valid_clips", "sample_clips", "seed"):
@@ -223,16 +220,6 @@ def _check_start(value: int) -> None:
 
 
 # ---- data -----------------------------------------------------------------------------------
-
-
-def _metas(source: Union[str, Path, List[Any]], what: str) -> List[Any]:
-    """Readable files of a source (headers checked, unreadable ones left out with a warning)."""
-    from ..data import AudioDataset
-
-    if isinstance(source, (str, Path)) and not Path(source).exists():
-        raise ConfigError(f"{what}: data source {source} does not exist (make it with `tunecraft data synth "
-                          f"--n 2000 --duration 10 --seed 1 --out {source}` or set data.source)")
-    return AudioDataset(source, return_info=False, check_headers=True).metas
 
 
 class CodecClipDataset(torch.utils.data.Dataset):
@@ -330,12 +317,12 @@ class CodecTask(TrainTask):
 
     def train_metas(self) -> List[Any]:
         if self._train_metas is None:
-            self._train_metas = _metas(self._split_source(self.data.train_split), "training data")
+            self._train_metas = source_metas(self._split_source(self.data.train_split), "training data")
         return self._train_metas
 
     def heldout_metas(self) -> Optional[List[Any]]:
         source = self._split_source(self.data.valid_split)
-        return None if source is None else _metas(source, "validation data")
+        return None if source is None else source_metas(source, "validation data")
 
     def build_train_dataset(self) -> CodecClipDataset:
         return CodecClipDataset(self.train_metas(), self.data.max_segment, self.sample_rate, self.channels,
@@ -636,11 +623,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("out", help="model directory to write (e.g. tunecraft/bundles/codec-rvq)")
     p.add_argument("--no-ema", action="store_true", help="export the live weights even if the run kept an EMA")
     args = parser.parse_args(argv)
-    try:
+
+    def export() -> None:
         out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema)
-    except TunecraftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"exported {args.checkpoint} to {out}")
-    return 0
+        print(f"exported {args.checkpoint} to {out}")
+
+    return run_main(export)
 

@@ -1,7 +1,7 @@
 """tunecraft.data"""
 
 # --- manifests and datasets (tunecraft/data/manifest.py, tunecraft/data/dataset.py) ---
-from .dataset import AudioDataset, AudioDatasetConfig, collate_audio  # noqa: E402,F401
+from .dataset import AudioDataset, AudioDatasetConfig, collate_audio, source_metas  # noqa: E402,F401
 from .manifest import (  # noqa: E402,F401
     SIDECAR_FIELDS,
     AudioMeta,

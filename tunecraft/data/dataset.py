@@ -49,7 +49,7 @@ import torch
 
 from ..audio.io import audio_info, fit_length, load_audio
 from ..config import Config
-from ..errors import AudioFormatError, InvalidInput, TunecraftError
+from ..errors import AudioFormatError, ConfigError, InvalidInput, TunecraftError
 from .manifest import AudioMeta, SkippedFile, find_manifest, load_info, read_manifest, scan_audio_folder
 
 
@@ -383,6 +383,16 @@ class AudioDataset(torch.utils.data.Dataset):
             f"every audio file of {self._source_name} failed to load ({len(self._bad)} file(s)); "
             f"last error: {failures[-1]['path'] if failures else '?'}"
         )
+
+
+def source_metas(source: Union[PathLike, Sequence[AudioMeta]], what: str) -> list[AudioMeta]:
+    """The readable files of a training-data ``source`` (headers checked, unreadable files left
+    out with a warning); a missing path raises :class:`ConfigError` naming ``what`` it is for
+    (``"training data"``...) and how to make it."""
+    if isinstance(source, (str, Path)) and not Path(source).exists():
+        raise ConfigError(f"{what}: data source {source} does not exist (make it with `tunecraft data synth "
+                          f"--n 2000 --duration 10 --seed 1 --out {source}` or set data.source)")
+    return AudioDataset(source, return_info=False, check_headers=True).metas
 
 
 def collate_audio(batch: Sequence[dict]) -> dict:

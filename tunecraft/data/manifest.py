@@ -23,13 +23,12 @@ import gzip
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Union
 
-from ..audio.io import READ_FORMATS, audio_info
+from ..audio.io import READ_FORMATS, atomic_output, audio_info
 from ..errors import AudioFormatError, InvalidInput
 
 PathLike = Union[str, os.PathLike]
@@ -262,9 +261,7 @@ def write_manifest(path: PathLike, metas: Iterable[AudioMeta], relative: bool = 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     root = p.parent.resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    os.close(fd)
-    try:
+    with atomic_output(p) as tmp:
         opener = gzip.open(tmp, "wt", encoding="utf-8") if p.suffix == ".gz" else open(tmp, "w", encoding="utf-8")
         with opener as f:
             for meta in metas:
@@ -272,13 +269,6 @@ def write_manifest(path: PathLike, metas: Iterable[AudioMeta], relative: bool = 
                 d["path"] = _relativize(meta.path, root, relative)
                 d["info_path"] = _relativize(meta.info_path, root, relative)
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return p
 
 

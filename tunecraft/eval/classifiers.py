@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
+from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, run_main
 from ..pretrained import (
     build_from_model_dir,
     read_model_config,
@@ -393,6 +393,32 @@ def evaluate_tag_classifier(model: TagClassifier, features: torch.Tensor, infos:
     return {"loss": float(loss), **logs}
 
 
+def _fit_or_evaluate(args: argparse.Namespace) -> None:
+    """The work of ``main()``: fit (``args.command == "fit"``) or load the classifier, print its report."""
+    from ..joint import JointEmbeddingModel
+
+    if args.command == "fit":
+        features = [f.strip() for f in args.features.split(",") if f.strip()]
+        joint = JointEmbeddingModel.from_pretrained(args.joint) if "joint" in features else None
+        x, infos, _ = split_features(args.source, args.train_split, features, joint)
+        fields = [f.strip() for f in args.fields.split(",") if f.strip()]
+        model = fit_tag_classifier(x, infos, fields=fields, joint_model=args.joint, epochs=args.epochs,
+                                   features=features)
+        model.save_pretrained(args.out)
+        train_clips = len(infos)
+    else:
+        model = TagClassifier.from_pretrained(args.model)
+        train_clips = None
+    joint = model.joint if "joint" in model.config.features else None
+    split = args.eval_split if args.command == "fit" else args.split
+    x, infos, skipped = split_features(args.source, split, model.config.features, joint)
+    report = {"model": getattr(args, "model", args.out if args.command == "fit" else None), "split": split,
+              "clips": len(infos), "skipped": len(skipped), **evaluate_tag_classifier(model, x, infos)}
+    if train_clips is not None:
+        report["train_clips"] = train_clips
+    print(json.dumps(report, indent=2))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m tunecraft.eval.classifiers fit|evaluate ...`` (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m tunecraft.eval.classifiers",
@@ -412,33 +438,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     e.add_argument("--source", default="data/synth")
     e.add_argument("--split", default="test")
     args = parser.parse_args(argv)
-    try:
-        from ..joint import JointEmbeddingModel
-
-        if args.command == "fit":
-            features = [f.strip() for f in args.features.split(",") if f.strip()]
-            joint = JointEmbeddingModel.from_pretrained(args.joint) if "joint" in features else None
-            x, infos, _ = split_features(args.source, args.train_split, features, joint)
-            fields = [f.strip() for f in args.fields.split(",") if f.strip()]
-            model = fit_tag_classifier(x, infos, fields=fields, joint_model=args.joint, epochs=args.epochs,
-                                       features=features)
-            model.save_pretrained(args.out)
-            train_clips = len(infos)
-        else:
-            model = TagClassifier.from_pretrained(args.model)
-            train_clips = None
-        joint = model.joint if "joint" in model.config.features else None
-        split = args.eval_split if args.command == "fit" else args.split
-        x, infos, skipped = split_features(args.source, split, model.config.features, joint)
-        report = {"model": getattr(args, "model", args.out if args.command == "fit" else None), "split": split,
-                  "clips": len(infos), "skipped": len(skipped), **evaluate_tag_classifier(model, x, infos)}
-        if train_clips is not None:
-            report["train_clips"] = train_clips
-        print(json.dumps(report, indent=2))
-    except TunecraftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: _fit_or_evaluate(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

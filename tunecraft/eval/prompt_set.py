@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..errors import InvalidInput, InvalidPrompt, TunecraftError
+from ..errors import InvalidInput, InvalidPrompt, run_main
 from ..prompt_file import iter_prompt_records
 
 __all__ = ["BENCHMARK_PROMPTS", "PromptItem", "build_prompt_set", "read_prompt_set", "render_reference"]
@@ -188,16 +188,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--caption", type=int, default=0, help="which sidecar caption (0: the long description)")
     b.add_argument("-o", "--output", default=str(BENCHMARK_PROMPTS))
     args = parser.parse_args(argv)
-    try:
+
+    def build() -> None:
         lines = build_prompt_set(args.source, args.split, args.per_style, args.caption)
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
         print(f"wrote {len(lines)} prompts to {out}")
-    except TunecraftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(build)
 
 
 if __name__ == "__main__":  # pragma: no cover

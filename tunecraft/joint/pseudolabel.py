@@ -64,7 +64,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..errors import AudioFormatError, InvalidInput, TunecraftError
+from ..errors import AudioFormatError, InvalidInput, run_main
 
 __all__ = [
     "DEFAULT_VOCABULARIES",
@@ -624,13 +624,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     b = sub.add_parser("build-vocab", help="write the vocabularies generated from the composer's metadata space")
     b.add_argument("--out", default=str(VOCAB_DIR))
     args = parser.parse_args(argv)
-    try:
+
+    def build_vocab() -> None:
         for name, path in write_vocabularies(args.out).items():
             print(f"{name}: {path}")
-    except TunecraftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(build_vocab)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, TunecraftError
-from ..train.task import TrainTask, register_task
+from ..train.task import ClipDataConfig, TrainTask, register_task
 from .model import JointConfig, JointEmbeddingModel
 from .tokenizer import MuLanTokenizer, MuLanTokenizerConfig
 
@@ -62,23 +62,11 @@ class JointTaskConfig(Config):
 
 
 @dataclasses.dataclass
-class JointDataConfig(Config):
+class JointDataConfig(ClipDataConfig):
     """``[data]`` of ``joint``: source, split names, crop length (s), validation size, seed."""
 
-    source: str = "data/synth"
-    train_split: str = "train"
-    valid_split: str = "valid"
     crop_seconds: float = 5.0
     valid_clips: int = 64
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.source:
-            raise ConfigError("data.source is empty: give a corpus directory, a manifest or a folder of audio")
-        if not self.crop_seconds > 0:
-            raise ConfigError(f"data.crop_seconds must be > 0, got {self.crop_seconds}")
-        if self.valid_clips < 0 or self.seed < 0:
-            raise ConfigError("data.valid_clips and data.seed must be >= 0")
 
 
 def captions_of(info: Mapping[str, Any]) -> List[str]:
@@ -152,12 +140,9 @@ def collate_pairs(items: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def load_captioned(source: Any, what: str) -> Tuple[List[Any], List[List[str]]]:
     """(metas, captions) of a source, leaving out (with a warning) files without captions."""
-    from ..data import AudioDataset, load_info
+    from ..data import load_info, source_metas
 
-    if isinstance(source, (str, Path)) and not Path(source).exists():
-        raise ConfigError(f"{what}: data source {source} does not exist (make it with `tunecraft data synth "
-                          f"--n 2000 --duration 10 --seed 1 --out {source}` or set data.source)")
-    metas = AudioDataset(source, return_info=False, check_headers=True).metas
+    metas = source_metas(source, what)
     kept, caps, dropped = [], [], 0
     for m in metas:
         try:

@@ -148,8 +148,9 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(B, T, H * d)
 
 
-class SelfAttention(nn.Module):
-    """Causal multi-head self-attention (fused ``in_proj``), optionally with RoPE and a KV cache."""
+class _MultiHeadAttention(nn.Module):
+    """The projections both attentions share: a fused ``in_proj`` ``[3 D, D]`` (queries, keys,
+    values) and ``out_proj`` ``[D, D]``, ``num_heads`` heads of ``dim // num_heads``."""
 
     def __init__(self, dim: int, num_heads: int, *, bias: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
@@ -161,6 +162,10 @@ class SelfAttention(nn.Module):
         self.dropout = float(dropout)
         self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+
+class SelfAttention(_MultiHeadAttention):
+    """Causal multi-head self-attention (fused ``in_proj``), optionally with RoPE and a KV cache."""
 
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
                 rope: RotaryEmbedding | None = None) -> torch.Tensor:
@@ -186,19 +191,8 @@ class SelfAttention(nn.Module):
         return linear(_merge_heads(out), self.out_proj.weight, self.out_proj.bias)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_MultiHeadAttention):
     """Multi-head cross-attention to a memory; ``in_proj`` rows ``[:D]`` make queries, ``[D:]`` keys/values."""
-
-    def __init__(self, dim: int, num_heads: int, *, bias: bool = False, dropout: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise InvalidInput(f"model width {dim} is not divisible by {num_heads} heads")
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.dropout = float(dropout)
-        self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)
-        self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values ``[B, H, L, d_head]`` of a memory ``[B, L, D]``."""

@@ -197,40 +197,44 @@ def unpad1d(x: torch.Tensor, paddings: tuple[int, int]) -> torch.Tensor:
     return x[..., padding_left : x.shape[-1] - padding_right]
 
 
-class NormConv1d(nn.Module):
+class _NormConv(nn.Module):
+    """A convolution followed by its normalisation: ``layer`` (weight-normalised per ``norm``) is
+    kept under the attribute ``name`` (``conv`` or ``convtr``: the parameter names of audiocraft's
+    checkpoints), the normalisation under ``.norm``."""
+
+    def __init__(self, name: str, layer: nn.Module, causal: bool, norm: str, norm_kwargs: dict | None):
+        super().__init__()
+        layer = apply_parametrization_norm(layer, norm)
+        setattr(self, name, layer)
+        self.norm = get_norm_module(layer, causal, norm, **(norm_kwargs or {}))
+        self.norm_type = norm
+
+
+class NormConv1d(_NormConv):
     """``nn.Conv1d`` followed by its normalisation; parameters live under ``.conv`` and ``.norm``."""
 
     def __init__(self, *args: Any, causal: bool = False, norm: str = "none", norm_kwargs: dict | None = None, **kwargs: Any):
-        super().__init__()
-        self.conv = apply_parametrization_norm(nn.Conv1d(*args, **kwargs), norm)
-        self.norm = get_norm_module(self.conv, causal, norm, **(norm_kwargs or {}))
-        self.norm_type = norm
+        super().__init__("conv", nn.Conv1d(*args, **kwargs), causal, norm, norm_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))
 
 
-class NormConv2d(nn.Module):
+class NormConv2d(_NormConv):
     """``nn.Conv2d`` followed by its normalisation (used by the spectrogram discriminators)."""
 
     def __init__(self, *args: Any, norm: str = "none", norm_kwargs: dict | None = None, **kwargs: Any):
-        super().__init__()
-        self.conv = apply_parametrization_norm(nn.Conv2d(*args, **kwargs), norm)
-        self.norm = get_norm_module(self.conv, False, norm, **(norm_kwargs or {}))
-        self.norm_type = norm
+        super().__init__("conv", nn.Conv2d(*args, **kwargs), False, norm, norm_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))
 
 
-class NormConvTranspose1d(nn.Module):
+class NormConvTranspose1d(_NormConv):
     """``nn.ConvTranspose1d`` followed by its normalisation; parameters under ``.convtr``/``.norm``."""
 
     def __init__(self, *args: Any, causal: bool = False, norm: str = "none", norm_kwargs: dict | None = None, **kwargs: Any):
-        super().__init__()
-        self.convtr = apply_parametrization_norm(nn.ConvTranspose1d(*args, **kwargs), norm)
-        self.norm = get_norm_module(self.convtr, causal, norm, **(norm_kwargs or {}))
-        self.norm_type = norm
+        super().__init__("convtr", nn.ConvTranspose1d(*args, **kwargs), causal, norm, norm_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.convtr(x))

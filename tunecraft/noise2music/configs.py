@@ -208,6 +208,21 @@ class StageConfig(Config):
         return self.unet.text_dim > 0
 
 
+def _check_cascader(config: StageConfig, name: str, mono_note: str = "", no_text: bool = False) -> None:
+    """The checks a cascader stage (``WaveformCascaderConfig``, ``SRCascaderConfig``) shares: a mono
+    U-Net with the upsampled low-rate audio stacked as its one conditioning channel, no compressed
+    sequence (and no text when ``no_text``), ``0 < low_sample_rate < sample_rate`` and
+    ``inference_cond_t`` in [0, 1]. ``name`` ("the cascader") starts the messages."""
+    u = config.unet
+    config._need(u.in_channels == 1 and u.output_channels == 1 and u.cond_channels == 1,
+                 f"{name} is mono: in/out channels 1 and cond_channels 1{mono_note}")
+    config._need(u.compressed_channels == 0, f"{name} takes no compressed sequence")
+    if no_text:
+        config._need(u.text_dim == 0, f"{name} takes no text (unet.text_dim = 0)")
+    config._need(0 < config.low_sample_rate < config.sample_rate, "need 0 < low_sample_rate < sample_rate")
+    config._need(0.0 <= config.inference_cond_t <= 1.0, "inference_cond_t must be in [0, 1]")
+
+
 # ---------------------------------------------------------------------------------------- stages
 @dataclass
 class WaveformGeneratorConfig(StageConfig):
@@ -260,12 +275,7 @@ class WaveformCascaderConfig(StageConfig):
     inference_cond_t: float = 0.0
 
     def _check(self) -> None:
-        u = self.unet
-        self._need(u.in_channels == 1 and u.output_channels == 1 and u.cond_channels == 1,
-                   "the cascader is mono: in/out channels 1 and cond_channels 1 (the upsampled low-fi audio)")
-        self._need(u.compressed_channels == 0, "the cascader takes no compressed sequence")
-        self._need(0 < self.low_sample_rate < self.sample_rate, "need 0 < low_sample_rate < sample_rate")
-        self._need(0.0 <= self.inference_cond_t <= 1.0, "inference_cond_t must be in [0, 1]")
+        _check_cascader(self, "the cascader", mono_note=" (the upsampled low-fi audio)")
 
     @classmethod
     def paper(cls, **kw) -> "WaveformCascaderConfig":
@@ -365,13 +375,7 @@ class SRCascaderConfig(StageConfig):
     inference_cond_t: float = 0.0
 
     def _check(self) -> None:
-        u = self.unet
-        self._need(u.in_channels == 1 and u.output_channels == 1 and u.cond_channels == 1,
-                   "the SR cascader is mono: in/out channels 1 and cond_channels 1")
-        self._need(u.compressed_channels == 0, "the SR cascader takes no compressed sequence")
-        self._need(u.text_dim == 0, "the SR cascader takes no text (unet.text_dim = 0)")
-        self._need(0 < self.low_sample_rate < self.sample_rate, "need 0 < low_sample_rate < sample_rate")
-        self._need(0.0 <= self.inference_cond_t <= 1.0, "inference_cond_t must be in [0, 1]")
+        _check_cascader(self, "the SR cascader", no_text=True)
 
 
 def replace_unet(config: StageConfig, **unet_overrides) -> StageConfig:

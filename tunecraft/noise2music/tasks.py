@@ -44,7 +44,7 @@ from torch import nn
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
 from ..joint.task import CaptionedClipDataset, load_captioned
-from ..train.task import Audio, TrainTask, register_task
+from ..train.task import Audio, ClipDataConfig, TrainTask, register_task
 from .configs import (
     SpectrogramGeneratorConfig,
     SpectrogramVocoderConfig,
@@ -82,23 +82,11 @@ DEFAULT_SAMPLE_PROMPT = "an upbeat pop song with piano, electric bass and drums,
 
 # ---------------------------------------------------------------------------------------- data
 @dataclasses.dataclass
-class StageDataConfig(Config):
+class StageDataConfig(ClipDataConfig):
     """``[data]`` of an ``n2m-*`` task: source, split names, crop length (s), validation size, seed."""
 
-    source: str = "data/synth"
-    train_split: str = "train"
-    valid_split: str = "valid"
     crop_seconds: float = 10.0
     valid_clips: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.source:
-            raise ConfigError("data.source is empty: give a corpus directory, a manifest or a folder of audio")
-        if not self.crop_seconds > 0:
-            raise ConfigError(f"data.crop_seconds must be > 0, got {self.crop_seconds}")
-        if self.valid_clips < 0 or self.seed < 0:
-            raise ConfigError("data.valid_clips and data.seed must be >= 0")
 
 
 @dataclasses.dataclass
@@ -184,39 +172,20 @@ class StageTaskConfig(Config):
             raise ConfigError("sample_prompt is empty")
 
 
-@dataclasses.dataclass
-class WaveformGeneratorTaskConfig(StageTaskConfig):
-    """``[task]`` of ``n2m-wave-generator``."""
-
-    model: WaveformGeneratorConfig = dataclasses.field(default_factory=WaveformGeneratorConfig)
-
-
-@dataclasses.dataclass
-class WaveformCascaderTaskConfig(StageTaskConfig):
-    """``[task]`` of ``n2m-wave-cascader``."""
-
-    model: WaveformCascaderConfig = dataclasses.field(default_factory=WaveformCascaderConfig)
+def _stage_task_config(model_config: Type[StageConfig], task: str) -> Type[StageTaskConfig]:
+    """``<Stage>TaskConfig``, the ``[task]`` of ``task``: :class:`StageTaskConfig` plus a ``model``
+    field of type ``model_config`` (default: its defaults). The five stages differ only in that type."""
+    name = model_config.__name__.replace("Config", "TaskConfig")
+    return dataclasses.make_dataclass(
+        name, [("model", model_config, dataclasses.field(default_factory=model_config))], bases=(StageTaskConfig,),
+        namespace={"__doc__": f"``[task]`` of ``{task}``.", "__module__": __name__})
 
 
-@dataclasses.dataclass
-class SpectrogramGeneratorTaskConfig(StageTaskConfig):
-    """``[task]`` of ``n2m-spec-generator``."""
-
-    model: SpectrogramGeneratorConfig = dataclasses.field(default_factory=SpectrogramGeneratorConfig)
-
-
-@dataclasses.dataclass
-class SpectrogramVocoderTaskConfig(StageTaskConfig):
-    """``[task]`` of ``n2m-vocoder``."""
-
-    model: SpectrogramVocoderConfig = dataclasses.field(default_factory=SpectrogramVocoderConfig)
-
-
-@dataclasses.dataclass
-class SRCascaderTaskConfig(StageTaskConfig):
-    """``[task]`` of ``n2m-sr-cascader``."""
-
-    model: SRCascaderConfig = dataclasses.field(default_factory=SRCascaderConfig)
+WaveformGeneratorTaskConfig = _stage_task_config(WaveformGeneratorConfig, "n2m-wave-generator")
+WaveformCascaderTaskConfig = _stage_task_config(WaveformCascaderConfig, "n2m-wave-cascader")
+SpectrogramGeneratorTaskConfig = _stage_task_config(SpectrogramGeneratorConfig, "n2m-spec-generator")
+SpectrogramVocoderTaskConfig = _stage_task_config(SpectrogramVocoderConfig, "n2m-vocoder")
+SRCascaderTaskConfig = _stage_task_config(SRCascaderConfig, "n2m-sr-cascader")
 
 
 class _StageTask(TrainTask):
@@ -244,12 +213,9 @@ class _StageTask(TrainTask):
     def _items(self, source: Any, what: str) -> Tuple[List[Any], Optional[List[List[str]]]]:
         if self.model_config.uses_text:
             return load_captioned(source, what)
-        from ..data import AudioDataset
+        from ..data import source_metas
 
-        if isinstance(source, (str, Path)) and not Path(source).exists():
-            raise ConfigError(f"{what}: data source {source} does not exist (make it with `tunecraft data synth "
-                              f"--n 2000 --duration 10 --seed 1 --out {source}` or set data.source)")
-        return AudioDataset(source, return_info=False, check_headers=True).metas, None
+        return source_metas(source, what), None
 
     def _segment(self) -> float:
         rate = self.stage_class.data_sample_rate(self.model_config)

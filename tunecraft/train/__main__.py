@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import TunecraftError
+from ..errors import run_main
 from .cli import add_train_arguments, main_from_args
 
 
@@ -14,10 +14,7 @@ def main(argv=None) -> int:
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return main_from_args(args)
-    except TunecraftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_main(lambda: main_from_args(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -51,6 +51,38 @@ class EmptyConfig(Config):
 
 
 @dataclasses.dataclass
+class SplitDataConfig(Config):
+    """Base of the ``[data]`` sections that read a split corpus: ``source`` (a corpus directory
+    written by ``tunecraft data synth``, a manifest or a folder of audio) and the names of the
+    training and validation split manifests inside a corpus directory."""
+
+    source: str = "data/synth"
+    train_split: str = "train"
+    valid_split: str = "valid"
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ConfigError("data.source is empty: give a corpus directory, a manifest or a folder of audio")
+
+
+@dataclasses.dataclass
+class ClipDataConfig(SplitDataConfig):
+    """Base of the ``[data]`` sections of tasks that train on fixed-length crops: crop length (s),
+    validation size and seed on top of :class:`SplitDataConfig`. Subclasses override defaults only."""
+
+    crop_seconds: float = 10.0
+    valid_clips: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.crop_seconds > 0:
+            raise ConfigError(f"data.crop_seconds must be > 0, got {self.crop_seconds}")
+        if self.valid_clips < 0 or self.seed < 0:
+            raise ConfigError("data.valid_clips and data.seed must be >= 0")
+
+
+@dataclasses.dataclass
 class OptimizerSpec:
     """One AdamW optimiser the loop should build.
 
