@@ -317,6 +317,29 @@ def test_attribute_accuracy():
         attribute_accuracy([clip], sr, [])
 
 
+def test_permutation_chance_scores_each_clip_against_the_other_prompts():
+    from tunecraft.eval.metrics import attribute_hits, permutation_chance
+
+    targets = [{"bpm": 100, "key": "C major", "style": "jazz"}, {"bpm": 120, "key": "A minor", "style": "rock"},
+               {"bpm": 100, "key": "C major", "style": "rock"}, {"bpm": 150, "key": "E minor", "style": "pop"}]
+    # a perfect system: every estimate equals its own prompt's target
+    est = [{"bpm": float(t["bpm"]), "key": t["key"], "mode": t["key"].split()[1]} for t in targets]
+    pred = [{"style": t["style"]} for t in targets]
+    for e, t, p in zip(est, targets, pred):
+        assert attribute_hits(e, t, p) == {"tempo_acc": True, "key_acc": True, "mode_acc": True, "style_acc": True}
+    chance = permutation_chance(est, targets, pred)
+    # 12 ordered pairs; tempo and key agree only between clips 0 and 2 (2 pairs), style between 1 and 2
+    assert chance["tempo_acc"] == pytest.approx(2 / 12) and chance["key_acc"] == pytest.approx(2 / 12)
+    # mode: major {0, 2}, minor {1, 3} -> 2 + 2 agreeing ordered pairs
+    assert chance["mode_acc"] == pytest.approx(4 / 12)
+    assert chance["style_acc"] == pytest.approx(2 / 12)
+    assert abs(attribute_hits({"bpm": 106.0}, {"bpm": 100})["tempo_acc"] - 1) == 0  # within 6 %
+    assert attribute_hits({"bpm": 107.0}, {"bpm": 100}) == {"tempo_acc": False}
+    assert permutation_chance(est[:1], targets[:1]) == {}
+    with pytest.raises(InvalidInput):
+        permutation_chance(est, targets[:2])
+
+
 # ---- clip descriptors, the tag-classifier bundle and its training task --------------------------
 
 

@@ -138,6 +138,8 @@ def test_eval_writes_report_json_and_html(echo_run):
     # a system that reproduces the references scores perfectly on the distribution metrics
     assert m["fad"] < 1e-4 and m["kld"] < 1e-4 and m["chroma"] > 0.999
     assert m["text_audio"] == pytest.approx(m["text_audio_reference"], abs=1e-5)
+    assert set(report["chance_accuracy"]) >= {"tempo_acc", "key_acc", "mode_acc"}
+    assert all(0 <= v <= 1 for v in report["chance_accuracy"].values())
     assert 0 <= m["text_audio"] <= 1
     # the attribute accuracies equal those of the analyzers on the references themselves
     for key in ("tempo_acc", "key_acc", "mode_acc", "style_acc", "instrument_acc"):

@@ -63,5 +63,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{k} {m[k]:.3f}" for k in ("fad", "kld", "text_audio", "chroma", "tempo_acc", "key_acc",
                                                       "mode_acc") if m.get(k) is not None)
         print(f"{report['prompts']['count']} prompts in {report['timings']['total_s']:.1f} s: {shown}")
+        chance = report.get("chance_accuracy") or {}
+        if chance:
+            print("chance level (each clip against the other prompts' targets): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in chance.items()))
         print(f"wrote {out}/report.json and {out}/report.html")
     return 0

@@ -32,10 +32,12 @@ from .attributes import estimate_key, estimate_tempo, key_match, tempo_match
 __all__ = [
     "KLDivergenceMetric",
     "attribute_accuracy",
+    "attribute_hits",
     "chroma_cosine_similarity",
     "clip_attributes",
     "kl_divergence",
     "paired_kl_divergence",
+    "permutation_chance",
     "text_audio_similarity",
 ]
 
@@ -169,6 +171,27 @@ def _np_mono(wav: torch.Tensor):
     return x.numpy()
 
 
+def attribute_hits(estimates: Mapping[str, Any], target: Mapping[str, Any],
+                   predicted: Optional[Mapping[str, str]] = None, tempo_tol: float = 0.06) -> Dict[str, bool]:
+    """Which of ``target``'s attributes the ``estimates`` (``bpm``, ``key``, ``mode`` of
+    :func:`clip_attributes`) and ``predicted`` labels (``style``, ``instrument``) match: a dict with
+    ``tempo_acc`` / ``key_acc`` / ``mode_acc`` / ``style_acc`` / ``instrument_acc``, each present
+    only when the target names that attribute (and an estimate exists)."""
+    hits: Dict[str, bool] = {}
+    if target.get("bpm") and estimates.get("bpm") is not None:
+        hits["tempo_acc"] = bool(tempo_match(float(estimates["bpm"]), float(target["bpm"]), tol=tempo_tol))
+    key_ref = target.get("key")
+    mode_ref = target.get("mode") or (str(key_ref).split()[-1].lower() if key_ref else None)
+    if key_ref and estimates.get("key"):
+        hits["key_acc"] = bool(key_match(estimates["key"], key_ref))
+    if mode_ref and estimates.get("mode"):
+        hits["mode_acc"] = str(estimates["mode"]) == str(mode_ref).lower()
+    for f in ("style", "instrument"):
+        if target.get(f) and predicted is not None and predicted.get(f) is not None:
+            hits[f"{f}_acc"] = str(predicted[f]).strip().lower() == str(target[f]).strip().lower()
+    return hits
+
+
 def clip_attributes(clip: torch.Tensor, sample_rate: int, target: Mapping[str, Any],
                     predicted: Optional[Mapping[str, str]] = None, tempo_tol: float = 0.06) -> Dict[str, Any]:
     """Estimated attributes of one clip ``[C, T]`` and whether they match ``target`` (a dict with
@@ -178,27 +201,40 @@ def clip_attributes(clip: torch.Tensor, sample_rate: int, target: Mapping[str, A
     "key_acc", "mode_acc", "style_acc", "instrument_acc"}}`` where a hit is only present when the
     target names that attribute. Tempo needs an estimate within ``tempo_tol`` of ``bpm``; key is
     exact tonic and mode; ``predicted`` (e.g. the tag classifier's argmax labels) is compared with
-    the ``style`` / ``instrument`` targets, case-insensitively.
+    the ``style`` / ``instrument`` targets, case-insensitively (:func:`attribute_hits`).
     """
     x = _np_mono(clip)
     estimates: Dict[str, Any] = {}
-    hits: Dict[str, bool] = {}
     if target.get("bpm"):
         estimates["bpm"] = float(estimate_tempo(x, sample_rate))
-        hits["tempo_acc"] = bool(tempo_match(estimates["bpm"], float(target["bpm"]), tol=tempo_tol))
-    key_ref = target.get("key")
-    mode_ref = target.get("mode") or (str(key_ref).split()[-1].lower() if key_ref else None)
-    if key_ref or mode_ref:
+    if target.get("key") or target.get("mode"):
         tonic, mode, conf = estimate_key(x, sample_rate)
         estimates.update(key=f"{tonic} {mode}", mode=mode, key_confidence=float(conf))
-        if key_ref:
-            hits["key_acc"] = bool(key_match((tonic, mode), key_ref))
-        if mode_ref:
-            hits["mode_acc"] = mode == str(mode_ref).lower()
-    for f in ("style", "instrument"):
-        if target.get(f) and predicted is not None and predicted.get(f) is not None:
-            hits[f"{f}_acc"] = str(predicted[f]).strip().lower() == str(target[f]).strip().lower()
-    return {"estimates": estimates, "hits": hits}
+    return {"estimates": estimates, "hits": attribute_hits(estimates, target, predicted, tempo_tol)}
+
+
+def permutation_chance(estimates: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
+                       predicted: Optional[Sequence[Optional[Mapping[str, str]]]] = None,
+                       tempo_tol: float = 0.06) -> Dict[str, float]:
+    """The chance level of each attribute accuracy for this set of clips: the accuracy of clip
+    ``i``'s estimates against the targets of every other prompt ``j != i``, averaged over all such
+    pairs. It keeps both marginal distributions (what the analyzers tend to output on these clips,
+    what the prompts ask for) and breaks only their pairing, so an accuracy above it means the clips
+    follow *their own* prompt. ``{}`` with fewer than 2 clips."""
+    n = len(estimates)
+    if len(targets) != n or (predicted is not None and len(predicted) != n):
+        raise InvalidInput("permutation_chance needs one target (and prediction) per clip")
+    totals: Dict[str, List[int]] = {}
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            pred = predicted[i] if predicted is not None else None
+            for k, hit in attribute_hits(estimates[i], targets[j], pred, tempo_tol).items():
+                t = totals.setdefault(k, [0, 0])
+                t[0] += int(hit)
+                t[1] += 1
+    return {k: hit / count for k, (hit, count) in totals.items() if count}
 
 
 def attribute_accuracy(clips: Sequence[torch.Tensor], sample_rate: int, targets: Sequence[Mapping[str, Any]],

@@ -175,6 +175,10 @@ def render_html(report: Mapping[str, Any], images: Mapping[int, bytes]) -> str:
     if ref_acc:
         parts.append("<p class='meta'>The same analyzers on the reference clips (their ceiling on this set): "
                      + ", ".join(f"{html.escape(k)} {_fmt(v)}" for k, v in ref_acc.items() if k != "counts") + "</p>")
+    chance = report.get("chance_accuracy") or {}
+    if chance:
+        parts.append("<p class='meta'>Chance level of the generated clips (each scored against the other prompts' "
+                     "targets): " + ", ".join(f"{html.escape(k)} {_fmt(v)}" for k, v in chance.items()) + "</p>")
     settings = report.get("settings", {})
     if settings:
         parts.append("<h2>Settings</h2>" + _table([(k, v) for k, v in settings.items()], ["setting", "value"]))

@@ -25,7 +25,10 @@
    * ``tempo_acc`` / ``key_acc`` / ``mode_acc`` (beat-tracking and key-profile estimators of
      :mod:`tunecraft.eval.attributes`, which share no code with any generator) and ``style_acc`` /
      ``instrument_acc`` (the tag classifier's argmax) against the prompt's targets;
-     ``reference_accuracy`` holds the same accuracies measured on the references;
+     ``reference_accuracy`` holds the same accuracies measured on the references (the analyzers'
+     ceiling) and ``chance_accuracy`` their chance level on this run
+     (:func:`~tunecraft.eval.metrics.permutation_chance`: each clip scored against the other
+     prompts' targets);
 
 5. ``report.json`` and ``report.html`` (:mod:`tunecraft.eval.report`) with the per-prompt rows,
    timings, settings, the system and the command line.
@@ -265,7 +268,8 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
     from ..joint import JointEmbeddingModel
     from .classifiers import TagClassifier
     from .fad import GaussianStats, JointAudioEmbedder, get_embedder
-    from .metrics import KLDivergenceMetric, chroma_cosine_similarity, clip_attributes, kl_divergence
+    from .metrics import (KLDivergenceMetric, chroma_cosine_similarity, clip_attributes, kl_divergence,
+                          permutation_chance)
 
     joint = JointEmbeddingModel.from_pretrained(settings.joint)
     classifier = TagClassifier.from_pretrained(settings.classifier)
@@ -348,6 +352,8 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
         counts[name] = len(hits)
     counts["fad"] = len(gen_emb) if fad is not None else 0
     reference_accuracy = {k: sum(v) / len(v) for k, v in ref_hits.items()}
+    chance_accuracy = permutation_chance([r["estimates"] for r in rows], [items[i].targets for i in range(len(rows))],
+                                         [r["predicted"] for r in rows])
 
     report: Dict[str, Any] = {
         "tunecraft_version": __version__,
@@ -365,6 +371,7 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
         "metrics": metrics,
         "counts": counts,
         "reference_accuracy": reference_accuracy,
+        "chance_accuracy": chance_accuracy,
         "timings": {},
         "notes": notes,
         "rows": rows,
