@@ -28,7 +28,6 @@ from tunecraft.codecs.tasks import (
     cpu_masked_ae_config,
     cpu_rvq_codec_config,
     cpu_vae_gan_config,
-    export_checkpoint,
 )
 from tunecraft.data import resolve_split
 from tunecraft.errors import CheckpointError, ConfigError, InvalidInput
@@ -38,6 +37,7 @@ from tunecraft.modules.quantization import RVQConfig
 from tunecraft.modules.seanet import SEANetConfig
 from tunecraft.train import get_task_class, load_recipe, run_recipe
 from tunecraft.train.ema import EMA
+from tunecraft.train.export import export_checkpoint
 
 SR = 8000
 TINY_LOSS = dict(mel_scales=[5, 6, 7], mel_n_mels=16)
@@ -359,8 +359,17 @@ def test_run_exports_a_loadable_float16_bundle(corpus, tmp_path, name):
     assert info["step"] == 3 and info["task"] == name
     reloaded = load_codec(again)
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), codec.state_dict().values()))
+    (tmp_path / "empty-run").mkdir()
     with pytest.raises(CheckpointError):
         export_checkpoint(tmp_path / "empty-run", tmp_path / "x")
+    with pytest.raises(InvalidInput):
+        export_checkpoint(tmp_path / "no-such-run", tmp_path / "x")
+    # the same from the command line; bad input is one line and exit 2
+    from tunecraft.cli import main as cli_main
+
+    assert cli_main(["export", str(tmp_path / "run"), str(tmp_path / "cli-export"), "-q"]) == 0
+    assert json.loads((tmp_path / "cli-export" / "training.json").read_text())["step"] == 3
+    assert cli_main(["export", str(tmp_path / "no-such-run"), str(tmp_path / "y")]) == 2
 
 
 # ---- EMA with buffers -------------------------------------------------------------------------

@@ -453,22 +453,34 @@ def test_recipes_hold_the_cpu_defaults():
         assert recipe.task.data.source == "data/synth" and recipe.train.ema_decay > 0
 
 
-@pytest.mark.parametrize("task_name", list(TASKS))
-def test_task_trains_samples_and_exports(task_name, corpus, tmp_path):
+def _crop(task_name: str) -> float:
+    return 0.2 if TASKS[task_name].startswith("spectrogram_gen") or task_name == "n2m-wave-generator" else 0.1
+
+
+def _train_tiny(task_name: str, corpus: Path, tmp_path: Path, run_dir: Path):
+    """2 steps of ``task_name`` with the tiny stage config into ``run_dir``."""
     from tunecraft.train import get_task_class, run_recipe
 
     cls = get_task_class(task_name)
     task_cfg = {"name": task_name, **cls.config_class(model=tiny_configs()[TASKS[task_name]], sample_steps=2,
                                                       sample_seconds=0.25).to_dict()}
-    crop = 0.2 if TASKS[task_name].startswith("spectrogram_gen") or task_name == "n2m-wave-generator" else 0.1
-    data = cls.data_config_class(source=str(corpus), crop_seconds=crop, valid_clips=2).to_dict()
+    data = cls.data_config_class(source=str(corpus), crop_seconds=_crop(task_name), valid_clips=2).to_dict()
     train = dict(steps=2, batch_size=2, lr=1e-3, log_every=1, valid_every=2, valid_batches=1, sample_every=2,
                  ckpt_every=2, ema_decay=0.5)
     recipe = tmp_path / f"{task_name}.toml"
     recipe.write_text(_toml(task_cfg, "task") + "\n" + _toml(data, "data") + "\n" + _toml(train, "train"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = run_recipe(str(recipe), out_dir=tmp_path / "run", quiet=True)
+        return run_recipe(str(recipe), out_dir=run_dir, quiet=True)
+
+
+@pytest.mark.parametrize("task_name", list(TASKS))
+def test_task_trains_samples_and_exports(task_name, corpus, tmp_path):
+    from tunecraft.train import get_task_class
+
+    cls = get_task_class(task_name)
+    crop = _crop(task_name)
+    result = _train_tiny(task_name, corpus, tmp_path, tmp_path / "run")
     assert result.finished and result.export_dir is not None and math.isfinite(result.metrics["loss"])
     stage = load_stage(result.export_dir)
     assert isinstance(stage, cls.stage_class) and stage.config == tiny_configs()[TASKS[task_name]]
@@ -485,6 +497,40 @@ def test_task_trains_samples_and_exports(task_name, corpus, tmp_path):
     if item["x0"].shape[0] == 1:
         assert item["x0"].shape[-1] % multiple == 0 and item["x0"].shape[-1] <= crop * rate
     assert (item["text"] != "") == stage.uses_text
+
+
+def test_assemble_cli_from_model_and_run_directories(stages, corpus, tmp_path, capsys):
+    from tunecraft.noise2music.assemble import RECIPE_STAGES
+
+    assert RECIPE_STAGES == TASKS
+    runs = tmp_path / "runs"
+    for recipe, name in TASKS.items():
+        if name != "sr_cascader":
+            stages[name].save_pretrained(runs / recipe)  # model directories
+    # the SR cascader from a training run: its newest checkpoint is exported on the fly
+    result = _train_tiny("n2m-sr-cascader", corpus, tmp_path, runs / "n2m-sr-cascader")
+    out = tmp_path / "bundle"
+    assert main(["assemble", "noise2music", str(out), "--runs", str(runs), "--sampling", "waveform_cascader.steps=3",
+                 "--sampling", "spectrogram_generator.step_schedule=uniform", "--default-path", "spectrogram",
+                 "--description", "tiny test bundle", "-q"]) == 0
+    system = Noise2Music.from_pretrained(out)
+    assert sorted(system.stages) == sorted(TASKS.values()) and system.default_path == "spectrogram"
+    assert system.sampling == {"waveform_cascader": {"steps": 3}, "spectrogram_generator": {"step_schedule": "uniform"}}
+    trained = load_stage(result.export_dir).state_dict()
+    assert all(torch.equal(a, trained[k]) for k, a in system.stages["sr_cascader"].state_dict().items())
+    wav, sr = system.generate("calm piano", duration=0.2, seed=0, steps={"spectrogram_generator": 2,
+                                                                          "spectrogram_vocoder": 2, "sr_cascader": 2})
+    assert sr == 24000 and wav.shape == (1, 1, 4800) and torch.isfinite(wav).all()
+    capsys.readouterr()
+    for argv, needle in (
+        (["--stage", "bogus=x"], "unknown stage"),
+        (["--stage", f"waveform_generator={runs / 'n2m-wave-generator'}"], "sr_cascader"),
+        (["--stage", f"sr_cascader={tmp_path / 'missing'}"], "does not exist"),
+        (["--runs", str(runs), "--sampling", "steps=3"], "stage.key=value"),
+        ([], "no stages"),
+    ):
+        assert main(["assemble", "noise2music", str(tmp_path / "bad"), *argv]) == 2, argv
+        _one_line_error(2, capsys.readouterr().err, needle)
 
 
 def test_mel_frames_alignment():

@@ -9,6 +9,8 @@
     tunecraft data pseudolabel AUDIO_DIR [--vocab FILE ...] [--k 10] [--k-prime 3] [-o MANIFEST]
     tunecraft eval --system NAME [--prompts FILE] [--reference DIR] [--limit N] [--out DIR]
     tunecraft train RECIPE [--out DIR] [--resume] [--set key=value ...]
+    tunecraft export RUN_DIR|CHECKPOINT OUT_DIR [--no-ema]
+    tunecraft assemble noise2music OUT_DIR --stage NAME=DIR ... [--default-path waveform]
 
 Errors a user can cause (a missing file, a bad value, an unknown system) print one line on
 stderr and exit with code 2. Set ``TUNECRAFT_DEBUG=1`` to see tracebacks.
@@ -354,6 +356,21 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a recipe")
     add_train_arguments(t)
     t.set_defaults(func=main_from_args)
+
+    asm = sub.add_parser("assemble", help="build a system bundle from trained stages")
+    asmsub = asm.add_subparsers(dest="assemble_command", metavar="SYSTEM", parser_class=_Parser)
+    from .noise2music.assemble import add_assemble_arguments, cmd_assemble
+
+    an = asmsub.add_parser("noise2music", help="Noise2Music bundle from the n2m-* stages (model or run dirs)")
+    add_assemble_arguments(an)
+    an.set_defaults(func=cmd_assemble)
+    asm.set_defaults(func=lambda a: _missing_subcommand(asm))
+
+    from .train.export import add_export_arguments, cmd_export
+
+    ex = sub.add_parser("export", help="write a model directory from a training run's newest checkpoint")
+    add_export_arguments(ex)
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

@@ -33,16 +33,14 @@ split); ``export()`` rounds the weights to float16 precision, runs the post-trai
 (MeLoDy's latent scale, JEN-1's whitening) on train-split clips so the statistics match the
 weights that ship, and writes ``save_pretrained(dir, dtype="float16")``.
 
-:func:`export_checkpoint` (``python -m tunecraft.codecs.tasks export CHECKPOINT_OR_RUN_DIR OUT``)
-exports a model directory from any training checkpoint, so an unfinished run can ship its
-current weights and continue later with ``tunecraft train ... --resume``.
+``tunecraft export RUN_DIR OUT`` (:func:`tunecraft.train.export.export_checkpoint`) exports a model
+directory from any training checkpoint, so an unfinished run can ship its current weights and
+continue later with ``tunecraft train ... --resume``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +52,7 @@ from torch import nn
 from ..config import Config
 from ..data.dataset import source_metas
 from ..data.manifest import split_source
-from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput, run_main
+from ..errors import AudioFormatError, CheckpointError, ConfigError, InvalidInput
 from ..modules.discriminators import DiscriminatorConfig
 from ..modules.losses import CodecLossConfig
 from ..modules.quantization import EuclideanCodebook, RVQConfig
@@ -79,15 +77,7 @@ __all__ = [
     "cpu_masked_ae_config",
     "cpu_rvq_codec_config",
     "cpu_vae_gan_config",
-    "export_checkpoint",
 ]
-
-if __name__ == "__main__":  # pragma: no cover
-    # ``python -m tunecraft.codecs.tasks``: run the CLI of the properly imported module, so the
-    # tasks below register under their real module path rather than ``__main__``
-    from tunecraft.codecs.tasks import main as _main
-
-    sys.exit(_main())
 
 #: ``adversarial_start`` of the CPU recipes: later than any CPU run gets (reconstruction only).
 NEVER = 10**9
@@ -563,70 +553,3 @@ class MaskedAETask(CodecTask):
         return {"whitened_mean_abs": float(flat.mean(1).abs().mean()),
                 "whitened_var_mean": float(flat.var(1).mean()),
                 "frames": float(flat.shape[1])}
-
-
-# ---- export from a checkpoint ---------------------------------------------------------------
-
-
-def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path], use_ema: bool = True) -> Path:
-    """Export the model of a training checkpoint (a ``step-*.pt`` file, or a run directory: its
-    newest valid checkpoint) with its task's :meth:`~TrainTask.export` into ``out_dir``
-    (replaced if it exists). The EMA weights are used when the run kept an EMA and ``use_ema``."""
-    import shutil
-
-    from ..train import checkpoint as ckpt
-    from ..train.recipe import recipe_from_dict
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        found = ckpt.find_latest_valid(path / "checkpoints" if (path / "checkpoints").is_dir() else path,
-                                       lambda msg: warnings.warn(msg, stacklevel=2))
-        if found is None:
-            raise CheckpointError(f"no usable checkpoint in {path}")
-        path, state = found
-    else:
-        state = ckpt.load_checkpoint(path)
-    raw = state["config"]
-    recipe = recipe_from_dict({k: raw[k] for k in ("task", "data", "train") if k in raw}, name=str(path))
-    model = recipe.task.build_model()
-    weights = dict(state["model"])
-    if use_ema and state.get("ema"):
-        weights.update(state["ema"])
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not match its task's model: {str(e).splitlines()[0]}") from None
-    model.eval()
-    out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    recipe.task.export(model, tmp)
-    (tmp / "training.json").write_text(json.dumps({
-        "task": recipe.task_name, "step": int(state["step"]), "total_steps": int(recipe.train.steps),
-        "ema": bool(use_ema and state.get("ema")), "checkpoint": path.name,
-    }, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m tunecraft.codecs.tasks export CHECKPOINT_OR_RUN_DIR OUT_DIR [--no-ema]``."""
-    parser = argparse.ArgumentParser(prog="python -m tunecraft.codecs.tasks",
-                                     description="export a codec model directory from a training checkpoint")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("export", help="export the newest checkpoint of a run (or a given checkpoint)")
-    p.add_argument("checkpoint", help="a run directory or a step-XXXXXXXX.pt checkpoint")
-    p.add_argument("out", help="model directory to write (e.g. tunecraft/bundles/codec-rvq)")
-    p.add_argument("--no-ema", action="store_true", help="export the live weights even if the run kept an EMA")
-    args = parser.parse_args(argv)
-
-    def export() -> None:
-        out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema)
-        print(f"exported {args.checkpoint} to {out}")
-
-    return run_main(export)
-

@@ -18,7 +18,7 @@ logs carry in-batch retrieval accuracy both ways and the logit scale.
 Export (:meth:`JointTask.export`): round parameters to float16 precision, embed ``fit_clips``
 train-split clips (whole files, 10 s window averaging) and fit the MuLan tokenizer on them, then
 ``save_pretrained(dir, dtype="float16")`` with the tokenizer inside. Export an unfinished run
-with ``python -m tunecraft.codecs.tasks export runs/joint-tiny tunecraft/bundles/joint-tiny``
+with ``tunecraft export runs/joint-tiny tunecraft/bundles/joint-tiny``
 (that exporter works for every task).
 """
 

@@ -27,7 +27,7 @@ from ``(seed, rank, step)``.
 spectrogram generator renders its spectrogram with Griffin-Lim, a preview only); cascaders and
 the vocoder re-create the first held-out crop from its conditioning. ``export()`` writes
 ``save_pretrained(dir, dtype="float16")``; an unfinished run exports with
-``python -m tunecraft.codecs.tasks export runs/NAME OUT_DIR`` (that exporter works for every task).
+``tunecraft export runs/NAME OUT_DIR`` (that exporter works for every task).
 """
 
 from __future__ import annotations
