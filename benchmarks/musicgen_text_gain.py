@@ -28,19 +28,9 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
     """The cross-entropies and gains of the module docstring on ``clips`` clips of ``split``
     (default: the recipe's validation split)."""
     from tunecraft.text.states import null_condition
-    from tunecraft.train import checkpoint as ckpt
-    from tunecraft.train.recipe import recipe_from_dict
+    from tunecraft.train.export import load_run_checkpoint
 
-    path = Path(checkpoint)
-    if path.is_dir():
-        found = ckpt.find_latest_valid(path / "checkpoints" if (path / "checkpoints").is_dir() else path, print)
-        if found is None:
-            raise TunecraftError(f"no usable checkpoint in {path}")
-        path, state = found
-    else:
-        state = ckpt.load_checkpoint(path)
-    raw = state["config"]
-    recipe = recipe_from_dict({k: raw[k] for k in ("task", "data", "train") if k in raw}, name=str(path))
+    path, state, recipe = load_run_checkpoint(checkpoint)
     if recipe.task_name != "musicgen-lm":
         raise TunecraftError(f"{path} is a {recipe.task_name} run, not musicgen-lm")
     task = recipe.task

@@ -338,14 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     dpl.set_defaults(func=cmd_pseudolabel)
     d.set_defaults(func=lambda a: _missing_subcommand(d))
 
-    cv = sub.add_parser("convert", help="convert official checkpoints into tunecraft bundles")
-    cvsub = cv.add_subparsers(dest="convert_command", metavar="WHAT", parser_class=_Parser)
     from .systems.musicgen_convert import add_convert_arguments, cmd_convert_musicgen
 
-    cvm = cvsub.add_parser("musicgen", help="transformers or audiocraft MusicGen -> MusicGen bundle")
-    add_convert_arguments(cvm)
-    cvm.set_defaults(func=cmd_convert_musicgen)
-    cv.set_defaults(func=lambda a: _missing_subcommand(cv))
+    _command_group(sub, "convert", "convert official checkpoints into tunecraft bundles", "WHAT", {
+        "musicgen": ("transformers or audiocraft MusicGen -> MusicGen bundle", add_convert_arguments,
+                     cmd_convert_musicgen)})
 
     from .codecs.cli import add_codec_arguments
 
@@ -357,14 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(t)
     t.set_defaults(func=main_from_args)
 
-    asm = sub.add_parser("assemble", help="build a system bundle from trained stages")
-    asmsub = asm.add_subparsers(dest="assemble_command", metavar="SYSTEM", parser_class=_Parser)
     from .noise2music.assemble import add_assemble_arguments, cmd_assemble
 
-    an = asmsub.add_parser("noise2music", help="Noise2Music bundle from the n2m-* stages (model or run dirs)")
-    add_assemble_arguments(an)
-    an.set_defaults(func=cmd_assemble)
-    asm.set_defaults(func=lambda a: _missing_subcommand(asm))
+    _command_group(sub, "assemble", "build a system bundle from trained stages", "SYSTEM", {
+        "noise2music": ("Noise2Music bundle from the n2m-* stages (model or run dirs)", add_assemble_arguments,
+                        cmd_assemble)})
 
     from .train.export import add_export_arguments, cmd_export
 
@@ -372,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(ex)
     ex.set_defaults(func=cmd_export)
     return parser
+
+
+def _command_group(sub, name: str, help_text: str, metavar: str, commands: dict) -> argparse.ArgumentParser:
+    """``tunecraft NAME WHAT ...``: a command whose sub-commands are ``{what: (help, add_arguments, func)}``."""
+    group = sub.add_parser(name, help=help_text)
+    inner = group.add_subparsers(dest=f"{name}_command", metavar=metavar, parser_class=_Parser)
+    for what, (what_help, add_arguments, func) in commands.items():
+        parser = inner.add_parser(what, help=what_help)
+        add_arguments(parser)
+        parser.set_defaults(func=func)
+    group.set_defaults(func=lambda a: _missing_subcommand(group))
+    return group
 
 
 def _missing_subcommand(parser: argparse.ArgumentParser) -> int:

@@ -18,17 +18,16 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Any, Dict, Tuple, Union
 
 from ..errors import CheckpointError, InvalidInput
 
-__all__ = ["add_export_arguments", "cmd_export", "export_checkpoint"]
+__all__ = ["add_export_arguments", "cmd_export", "export_checkpoint", "load_run_checkpoint"]
 
 
-def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path], use_ema: bool = True) -> Path:
-    """Export the model of a training checkpoint (a ``step-*.pt`` file, or a run directory: its
-    newest valid checkpoint) with its task's :meth:`~TrainTask.export` into ``out_dir``
-    (replaced if it exists). The EMA weights are used when the run kept an EMA and ``use_ema``."""
+def load_run_checkpoint(checkpoint: Union[str, Path]) -> Tuple[Path, Dict[str, Any], Any]:
+    """``(checkpoint file, state, recipe)`` of a ``step-*.pt`` file or of a run directory's newest
+    valid checkpoint; the recipe is the one saved in the checkpoint (its task rebuilds the model)."""
     from . import checkpoint as ckpt
     from .recipe import recipe_from_dict
 
@@ -45,6 +44,14 @@ def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path], u
         state = ckpt.load_checkpoint(path)
     raw = state["config"]
     recipe = recipe_from_dict({k: raw[k] for k in ("task", "data", "train") if k in raw}, name=str(path))
+    return path, state, recipe
+
+
+def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path], use_ema: bool = True) -> Path:
+    """Export the model of a training checkpoint (a ``step-*.pt`` file, or a run directory: its
+    newest valid checkpoint) with its task's :meth:`~TrainTask.export` into ``out_dir``
+    (replaced if it exists). The EMA weights are used when the run kept an EMA and ``use_ema``."""
+    path, state, recipe = load_run_checkpoint(checkpoint)
     model = recipe.task.build_model()
     weights = dict(state["model"])
     if use_ema and state.get("ema"):
