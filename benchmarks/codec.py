@@ -15,7 +15,11 @@
     at ``--opus-kbps`` (ffmpeg ``-c:a libopus -b:a 6k``, decoded back, resampled to the codec's
     rate and aligned by cross-correlation). Metrics: log-mel L1 (mean |log10 M(x) - log10 M(y)|
     with 80-band magnitude mel spectrograms, n_fft 2048, hop 512, floor 1e-5) and SI-SNR (dB),
-    averaged over clips and channels.
+    averaged over clips and channels; pitch content: frame-wise chroma cosine similarity with the
+    reference and "key kept", the fraction of clips in which the key-profile estimator of
+    ``tunecraft.eval.attributes`` finds the same key in the reconstruction as in the reference
+    (a codec that keeps the spectral envelope but not the harmonics scores well on log-mel L1 and
+    badly here, and no LM over its tokens can then follow a prompt's key).
 
     python benchmarks/codec.py                      # both parts, markdown tables on stdout
     python benchmarks/codec.py --skip-quality --threads 2
@@ -205,16 +209,37 @@ def heldout_clips(corpus: Path, split: str, codec: CompressionModel, n: int, sec
 def quality(codec: CompressionModel, clips: torch.Tensor, opus_kbps: float, workdir: Path,
             with_opus: bool = True) -> Dict[str, float]:
     sr = codec.sample_rate
-    res: Dict[str, List[float]] = {"mel": [], "sisnr": [], "opus_mel": [], "opus_sisnr": []}
+    res: Dict[str, List[float]] = {"mel": [], "sisnr": [], "chroma": [], "key": [], "opus_mel": [], "opus_sisnr": [],
+                                   "opus_chroma": [], "opus_key": []}
     for clip in clips:
         recon = codec.reconstruct(clip[None])[0]
         res["mel"].append(log_mel_l1(clip, recon, sr))
         res["sisnr"].append(si_snr(clip, recon))
+        res["chroma"].append(chroma_cos(clip, recon, sr))
+        res["key"].append(same_key(clip, recon, sr))
         if with_opus:
             opus = opus_round_trip(clip, sr, opus_kbps, workdir)
             res["opus_mel"].append(log_mel_l1(clip, opus, sr))
             res["opus_sisnr"].append(si_snr(clip, opus))
+            res["opus_chroma"].append(chroma_cos(clip, opus, sr))
+            res["opus_key"].append(same_key(clip, opus, sr))
     return {k: float(np.nanmean(v)) for k, v in res.items() if v}
+
+
+def chroma_cos(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
+    """Frame-wise chroma cosine similarity of a reconstruction with its reference (pitch content)."""
+    from tunecraft.eval.metrics import chroma_cosine_similarity
+
+    return float(chroma_cosine_similarity(x[None], y[None], sample_rate))
+
+
+def same_key(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
+    """1.0 when the key-profile estimator finds the same key in the reconstruction as in the reference."""
+    from tunecraft.eval.attributes import estimate_key
+
+    kx = estimate_key(x.mean(0).numpy(), sample_rate)[:2]
+    ky = estimate_key(y.mean(0).numpy(), sample_rate)[:2]
+    return float(kx == ky)
 
 
 def check_codebooks_used(codec: RVQCodec, clip: torch.Tensor, k: int) -> None:
@@ -290,15 +315,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"### Reconstruction of held-out clips ({args.split} split of {args.corpus}, up to {args.clips} x "
               f"{args.clip_seconds:g} s) vs Opus {args.opus_kbps:g} kbps\n")
         print(f"| codec | bitrate | log-mel L1 (codec) | log-mel L1 (Opus {args.opus_kbps:g}k) | "
-              f"SI-SNR dB (codec) | SI-SNR dB (Opus {args.opus_kbps:g}k) |")
-        print("|---|---|---|---|---|---|")
+              f"SI-SNR dB (codec) | SI-SNR dB (Opus {args.opus_kbps:g}k) | chroma cos (codec / Opus) | "
+              f"key kept (codec / Opus) |")
+        print("|---|---|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for name, codec in codecs.items():
                 clips = heldout_clips(args.corpus, args.split, codec, args.clips, args.clip_seconds)
                 q = quality(codec, clips, args.opus_kbps, Path(tmp))
                 report["quality"][name] = dict(q, clips=len(clips), bitrate=bitrate(codec))
                 print(f"| {name} | {bitrate(codec)} | {q['mel']:.4f} | {q['opus_mel']:.4f} | {q['sisnr']:.2f} | "
-                      f"{q['opus_sisnr']:.2f} |", flush=True)
+                      f"{q['opus_sisnr']:.2f} | {q['chroma']:.3f} / {q['opus_chroma']:.3f} | "
+                      f"{q['key']:.3f} / {q['opus_key']:.3f} |", flush=True)
                 if isinstance(codec, RVQCodec):
                     full = codec.num_codebooks
                     for k in args.rvq_codebooks:
@@ -310,7 +337,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         label = f"{name} ({k} codebooks)"
                         report["quality"][label] = dict(qk, clips=len(clips), bitrate=bitrate(codec))
                         print(f"| {label} | {bitrate(codec)} | {qk['mel']:.4f} | {q['opus_mel']:.4f} | "
-                              f"{qk['sisnr']:.2f} | {q['opus_sisnr']:.2f} |", flush=True)
+                              f"{qk['sisnr']:.2f} | {q['opus_sisnr']:.2f} | {qk['chroma']:.3f} / {q['opus_chroma']:.3f} | "
+                              f"{qk['key']:.3f} / {q['opus_key']:.3f} |", flush=True)
                     codec.set_num_codebooks(full)
         print()
     if args.json is not None:
