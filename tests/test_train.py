@@ -445,3 +445,23 @@ def test_module_entry_point_reports_errors_on_one_line(tmp_path, capsys):
     args = ["toy-audio-ae", "--out", str(out)] + [a for o in TINY + ["train.steps=2"] for a in ("--set", o)]
     assert main(args) == 0
     assert "finished at step 2/2" in capsys.readouterr().err and (out / "model" / "config.json").is_file()
+
+
+def test_config_changes_names_the_changed_leaves():
+    from tunecraft.train.trainer import config_changes
+
+    old = {"codec": {"loss": {"mel": 1.0, "mrstft": 0.0}, "n_q": 8}, "lr": 1e-3}
+    new = {"codec": {"loss": {"mel": 1.0, "mrstft": 1.0}, "n_q": 8}, "lr": 1e-3, "extra": True}
+    assert config_changes("task", old, new) == ["task.codec.loss.mrstft: 0.0 -> 1.0", "task.extra: None -> True"]
+    assert config_changes("task", old, old) == []
+    assert config_changes("data.source", "a", {"x": 1}) == ["data.source: 'a' -> {'x': 1}"]
+
+
+def test_resume_warns_with_the_changed_setting_only(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(out, "train.steps=4", "train.ckpt_every=2", "train.max_steps_this_run=2")
+    capsys.readouterr()
+    train(out, "train.steps=4", "train.ckpt_every=2", "task.l1_weight=2.0", resume=True)
+    err = capsys.readouterr().err
+    assert "resuming with settings that differ from the checkpoint's: task.l1_weight: 1.0 -> 2.0" in err
+    assert "task.stft_weight" not in err

@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -132,6 +132,17 @@ class _Window:
 
     def means(self) -> Dict[str, float]:
         return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+
+
+def config_changes(prefix: str, old: Any, new: Any) -> List[str]:
+    """``["task.codec.loss.mrstft: 0.0 -> 1.0", ...]``: the changed leaves of two nested config
+    dicts (a changed nested table is named by its changed keys, not printed whole)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: List[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += config_changes(f"{prefix}.{key}", old.get(key), new.get(key))
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
 class Trainer:
@@ -433,14 +444,13 @@ class Trainer:
 
     def _check_config(self, saved: Mapping[str, Any]) -> None:
         current = self.recipe.to_dict()
-        changed = []
+        changed: List[str] = []
         for section in ("task", "data", "train"):
             old, new = saved.get(section, {}), current.get(section, {})
             for key in sorted(set(old) | set(new)):
                 if section == "train" and key in RESUMABLE_TRAIN_KEYS:
                     continue
-                if old.get(key) != new.get(key):
-                    changed.append(f"{section}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+                changed += config_changes(f"{section}.{key}", old.get(key), new.get(key))
         if changed:
             self._warn("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
