@@ -48,14 +48,15 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
     n = min(clips, len(ds))
     sums = {"real": None, "null": None, "shuffled": None}
     count = 0
+    clips_all = [ds[i] for i in range(n)]
     with torch.no_grad():
         for start in range(0, n, batch):
-            items = [ds[i] for i in range(start, min(n, start + batch))]
+            items = clips_all[start:start + batch]
             b = task.collate(items)
             texts = list(b["text"])
             real = model.text(texts)
             # another clip's caption: the next one in the whole set (never the clip's own)
-            others = [ds[(start + i + 1) % n]["text"] for i in range(len(texts))]
+            others = [clips_all[(start + i + 1) % n]["text"] for i in range(len(texts))]
             conds = {"real": real, "null": null_condition(real, 1.0, None), "shuffled": model.text(others)}
             for name, cond in conds.items():
                 out = model.lm.compute_loss(b["codes"], cond, None, frame_mask=b["mask"])

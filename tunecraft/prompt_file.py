@@ -7,11 +7,11 @@ evaluation prompt sets (:func:`tunecraft.eval.prompt_set.read_prompt_set`). Ligh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple, Union
 
 from .errors import InvalidInput, InvalidPrompt
+from .jsonl import iter_json_lines
 
 __all__ = ["iter_prompt_records"]
 
@@ -35,13 +35,7 @@ def iter_prompt_records(path: Path, shown: Union[str, Path]) -> Iterator[Tuple[s
         raise InvalidInput(f"cannot read prompts file {shown}: {e}") from None
     count = 0
     if path.suffix.lower() in (".jsonl", ".json"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidInput(f"{shown}:{n}: invalid JSON ({e.msg})") from None
+        for n, obj in iter_json_lines(text.splitlines(), shown):
             if isinstance(obj, str):
                 obj = {"prompt": obj}
             if not isinstance(obj, dict):

@@ -339,7 +339,7 @@ def save_audio(
 
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[str]:
-    """The name of a new empty temporary file beside ``path`` (``.<name>.XXXX.tmp``; the folder
+    """The name of a new empty temporary file beside ``path`` (``.<name>.<random suffix>.tmp``; the folder
     must exist) to write in the ``with`` block; when the block ends it is moved over ``path``
     with ``os.replace`` (readers see the old file or the new one, never a part), and when the
     block raises it is removed and ``path`` is left as it was."""

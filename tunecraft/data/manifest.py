@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator, Union
 
 from ..audio.io import READ_FORMATS, atomic_output, audio_info
 from ..errors import AudioFormatError, InvalidInput
+from ..jsonl import iter_json_lines
 
 PathLike = Union[str, os.PathLike]
 
@@ -219,13 +220,7 @@ def read_manifest(path: PathLike) -> list[AudioMeta]:
     metas: list[AudioMeta] = []
     try:
         with _open_text(p, "r") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InvalidInput(f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            for lineno, data in iter_json_lines(f, p):
                 try:
                     metas.append(AudioMeta.from_dict(data, root))
                 except InvalidInput as e:

@@ -226,10 +226,10 @@ def permutation_chance(estimates: Sequence[Mapping[str, Any]], targets: Sequence
         raise InvalidInput("permutation_chance needs one target (and prediction) per clip")
     totals: Dict[str, List[int]] = {}
     for i in range(n):
+        pred = predicted[i] if predicted is not None else None
         for j in range(n):
             if i == j:
                 continue
-            pred = predicted[i] if predicted is not None else None
             for k, hit in attribute_hits(estimates[i], targets[j], pred, tempo_tol).items():
                 t = totals.setdefault(k, [0, 0])
                 t[0] += int(hit)

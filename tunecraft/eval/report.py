@@ -171,14 +171,13 @@ def render_html(report: Mapping[str, Any], images: Mapping[int, bytes]) -> str:
     rows = [(name, metrics.get(name), counts.get(name), METRIC_HELP.get(name, "")) for name in METRIC_HELP
             if name in metrics]
     parts.append("<h2>Summary</h2>" + _table(rows, ["metric", "value", "prompts", "meaning"]))
-    ref_acc = report.get("reference_accuracy") or {}
-    if ref_acc:
-        parts.append("<p class='meta'>The same analyzers on the reference clips (their ceiling on this set): "
-                     + ", ".join(f"{html.escape(k)} {_fmt(v)}" for k, v in ref_acc.items() if k != "counts") + "</p>")
-    chance = report.get("chance_accuracy") or {}
-    if chance:
-        parts.append("<p class='meta'>Chance level of the generated clips (each scored against the other prompts' "
-                     "targets): " + ", ".join(f"{html.escape(k)} {_fmt(v)}" for k, v in chance.items()) + "</p>")
+    for key, title in (("reference_accuracy", "The same analyzers on the reference clips (their ceiling on this set)"),
+                       ("chance_accuracy", "Chance level of the generated clips (each scored against the other "
+                                           "prompts' targets)")):
+        acc = report.get(key) or {}
+        if acc:
+            parts.append(f"<p class='meta'>{title}: "
+                         + ", ".join(f"{html.escape(k)} {_fmt(v)}" for k, v in acc.items() if k != "counts") + "</p>")
     settings = report.get("settings", {})
     if settings:
         parts.append("<h2>Settings</h2>" + _table([(k, v) for k, v in settings.items()], ["setting", "value"]))

@@ -1,6 +1,6 @@
 """Training checkpoints: atomic writes, validation, rotation and RNG state capture.
 
-A checkpoint is one ``torch.save`` file ``<out_dir>/checkpoints/step-XXXXXXXX.pt`` holding
+A checkpoint is one ``torch.save`` file ``<out_dir>/checkpoints/step-<8-digit step>.pt`` holding
 full (unsharded, CPU) state dicts keyed by parameter names, so a checkpoint written by any
 strategy (single, DDP, FSDP) on any number of processes loads under any other. It is
 written to a temporary file in the same directory, fsynced and moved into place with
