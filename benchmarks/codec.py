@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from tunecraft.audio import resample
-from tunecraft.codecs import CompressionModel, RVQCodec, load_codec
+from tunecraft.codecs import CompressionModel, LatentRVQCodec, RVQCodec, load_codec
 from tunecraft.pretrained import BUNDLES_DIR
 from tunecraft.codecs.tasks import CodecClipDataset
 from tunecraft.data.manifest import resolve_split
@@ -259,7 +259,7 @@ def check_codebooks_used(codec: RVQCodec, clip: torch.Tensor, k: int) -> None:
 
 
 def bitrate(codec: CompressionModel) -> str:
-    if isinstance(codec, RVQCodec):
+    if codec.is_discrete:
         return f"{codec.bandwidth:.1f} kbps ({codec.num_codebooks} x {codec.cardinality})"
     return f"continuous {codec.latent_dim} x {codec.frame_rate:g} Hz"
 
@@ -303,6 +303,10 @@ def main(argv: Optional[List[str]] = None) -> int:
               "| ours with the NWC encoder (x real time) | NWC / theirs |")
         print("|---|---|---|---|---|---|---|")
         for name, codec in codecs.items():
+            if isinstance(codec, LatentRVQCodec):  # no transformers model has its layout
+                print(f"| {name} | {codec.sample_rate // 1000} kHz x{codec.channels}, {bitrate(codec)} | "
+                      "(no reference: tokens over another codec's latents) | | | | |", flush=True)
+                continue
             s = speed(codec, args.seconds, args.repeats)
             report["speed"][name] = s
             ref = "same codec" if isinstance(codec, RVQCodec) else "same SEANet, 1 codebook"
@@ -326,7 +330,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"| {name} | {bitrate(codec)} | {q['mel']:.4f} | {q['opus_mel']:.4f} | {q['sisnr']:.2f} | "
                       f"{q['opus_sisnr']:.2f} | {q['chroma']:.3f} / {q['opus_chroma']:.3f} | "
                       f"{q['key']:.3f} / {q['opus_key']:.3f} |", flush=True)
-                if isinstance(codec, RVQCodec):
+                if codec.is_discrete:
                     full = codec.num_codebooks
                     for k in args.rvq_codebooks:
                         if not 1 <= k < full:

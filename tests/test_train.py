@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tunecraft.config import Config
-from tunecraft.errors import CheckpointError, ConfigError, UnknownRecipe
+from tunecraft.errors import CheckpointError, ConfigError, InvalidInput, UnknownRecipe
 from tunecraft.train import (
     OptimizerSpec,
     TrainConfig,
@@ -465,3 +465,25 @@ def test_resume_warns_with_the_changed_setting_only(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "resuming with settings that differ from the checkpoint's: task.l1_weight: 1.0 -> 2.0" in err
     assert "task.stft_weight" not in err
+
+
+def test_init_from_warm_starts_matching_tensors_only(tmp_path, capsys):
+    src = tmp_path / "src"
+    train(src, "train.steps=3", "train.ckpt_every=3")
+    state = torch.load(next((src / "checkpoints").glob("step-*.pt")), weights_only=False)
+    source = dict(state["model"], **(state["ema"] or {}))
+    capsys.readouterr()
+    # same shapes: every tensor is copied (EMA weights), then training goes on from there
+    out = tmp_path / "warm"
+    train(out, "train.steps=1", f"train.init_from={src}", "train.lr=1e-9", "train.warmup_steps=0",
+                   "train.ema_decay=0")
+    assert "keep their fresh values" not in capsys.readouterr().err
+    warm = torch.load(next((out / "checkpoints").glob("step-*.pt")), weights_only=False)["model"]
+    assert all(torch.allclose(warm[k], source[k], atol=1e-6) for k in source)
+    # another width: nothing matches by shape except the shape-free tensors -> the mismatch is reported
+    wide = tmp_path / "wide"
+    train(wide, "train.steps=1", f"train.init_from={src}", "task.hidden=12")
+    err = capsys.readouterr().err
+    assert "keep their fresh values" in err and "differ in shape" in err
+    with pytest.raises(InvalidInput, match="no such run directory"):
+        train(tmp_path / "bad", "train.steps=1", f"train.init_from={tmp_path / 'missing'}")

@@ -3,6 +3,7 @@
 * :class:`RVQCodec` - EnCodec-style residual-VQ codec (MusicGen's tokenizer); official EnCodec
   weights convert with :func:`from_transformers` / :func:`from_audiocraft`.
 * :class:`VAEGANCodec` - MeLoDy's KL-regularised audio VAE-GAN (continuous, scaled latents).
+* :class:`LatentRVQCodec` - residual-VQ tokens (50 Hz, 4 x 2048) over a frozen VAE-GAN's latents.
 * :class:`MaskedAutoencoder` - JEN-1's noise-robust masked autoencoder with whitened latents.
 
 ``load_codec(name_or_path)`` loads any of them from a model directory or bundle name;
@@ -19,6 +20,7 @@ from .base import (
     registered_codecs,
 )
 from .convert import convert_encodec, from_audiocraft, from_transformers
+from .latent_rvq import LatentRVQCodec, LatentRVQConfig
 from .masked_ae import MaskedAEConfig, MaskedAutoencoder
 from .rvq_codec import RVQCodec, RVQCodecConfig
 from .training import CodecGAN
@@ -36,6 +38,8 @@ __all__ = [
     "CompressionModel",
     "ContinuousCompressionModel",
     "DiscreteCompressionModel",
+    "LatentRVQCodec",
+    "LatentRVQConfig",
     "MaskedAEConfig",
     "MaskedAutoencoder",
     "RVQCodec",

@@ -19,6 +19,7 @@ shipped in ``tunecraft/bundles/<name>``; it checks class, versions, keys and sha
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
@@ -48,13 +49,14 @@ M = TypeVar("M", bound="CompressionModel")
 class CodecOutput:
     """Result of a codec's training forward pass.
 
-    ``wav``: reconstruction ``[B, C, T]`` (same length as the input); ``penalty``: the
+    ``wav``: reconstruction ``[B, C, T]`` (same length as the input), or ``None`` when the codec's
+    objective has no waveform term and it skipped rendering (:class:`LatentRVQCodec`); ``penalty``: the
     bottleneck's weighted loss (RVQ commitment, KL, or 0); ``codes [B, K, F]`` for discrete
     codecs; ``latents [B, D, F]`` (before masking) for continuous ones; ``mask [B, F]``: frames
     hidden from the decoder (masked autoencoder); ``metrics``: floats for logging.
     """
 
-    wav: torch.Tensor
+    wav: torch.Tensor | None
     penalty: torch.Tensor
     codes: torch.Tensor | None = None
     latents: torch.Tensor | None = None
@@ -65,6 +67,16 @@ class CodecOutput:
 def registered_codecs() -> dict[str, type["CompressionModel"]]:
     """Codec classes by name, as written in ``config.json``."""
     return dict(_REGISTRY)
+
+
+def codec_format(config: Any) -> tuple[int, int]:
+    """``(channels, hop_length)`` of a codec config: its ``audio_format()`` where it defines one
+    (codecs over another codec's latents), else its SEANet's."""
+    fmt = getattr(config, "audio_format", None)
+    if fmt is not None:
+        channels, hop = fmt()
+        return int(channels), int(hop)
+    return int(config.seanet.channels), int(config.seanet.hop_length)
 
 
 def _inference(fn: Callable[[], Any]) -> Any:
@@ -100,11 +112,11 @@ class CompressionModel(nn.Module, abc.ABC):
 
     @property
     def channels(self) -> int:
-        return int(self.config.seanet.channels)
+        return codec_format(self.config)[0]
 
     @property
     def hop_length(self) -> int:
-        return int(self.config.seanet.hop_length)
+        return codec_format(self.config)[1]
 
     @property
     def frame_rate(self) -> float:
@@ -261,6 +273,18 @@ class DiscreteCompressionModel(CompressionModel):
     @abc.abstractmethod
     def set_num_codebooks(self, n: int) -> None:
         """Use the first ``n`` codebooks from now on (lower bitrate)."""
+
+    @property
+    def bandwidth(self) -> float:
+        """Bitrate of :meth:`encode` in kbit/s: ``num_codebooks * log2(cardinality) * frame_rate / 1000``."""
+        return self.num_codebooks * math.log2(self.cardinality) * self.frame_rate / 1000.0
+
+    def set_bandwidth(self, kbps: float) -> None:
+        """Use as many codebooks as fit in ``kbps`` kbit/s (at least one)."""
+        if isinstance(kbps, bool) or not isinstance(kbps, (int, float)) or not kbps > 0:
+            raise InvalidInput(f"bandwidth must be a positive number of kbit/s, got {kbps!r}")
+        per_codebook = math.log2(self.cardinality) * self.frame_rate / 1000.0
+        self.set_num_codebooks(max(1, min(self.total_codebooks, int(math.floor(kbps / per_codebook + 1e-9)))))
 
     def check_codes(self, codes: Any) -> torch.Tensor:
         """Validate codes ``[B, K, F]``: integers in ``[0, cardinality)``, ``1 <= K <= total_codebooks``."""

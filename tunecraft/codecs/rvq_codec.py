@@ -81,14 +81,9 @@ class RVQCodec(DiscreteCompressionModel):
     def set_num_codebooks(self, n: int) -> None:
         self.quantizer.set_num_codebooks(n)
 
-    @property
-    def bandwidth(self) -> float:
-        """Bitrate of :meth:`encode` in kbit/s: ``num_codebooks * log2(cardinality) * frame_rate / 1000``."""
-        return self.num_codebooks * self.quantizer.bandwidth_per_codebook(self.frame_rate)
-
-    def set_bandwidth(self, kbps: float) -> None:
-        """Use as many codebooks as fit in ``kbps`` kbit/s (at least one)."""
-        self.set_num_codebooks(self.quantizer.num_codebooks_for_bandwidth(kbps, self.frame_rate))
+    def pre_quantization(self, wav: torch.Tensor) -> torch.Tensor:
+        """Audio ``[B, C, T]`` -> the embeddings the quantiser reads ``[B, dimension, F]``."""
+        return self.encoder(wav)
 
     # ---- training --------------------------------------------------------------------------
 

@@ -58,8 +58,9 @@ from ..modules.losses import CodecLossConfig
 from ..modules.quantization import EuclideanCodebook, RVQConfig
 from ..modules.seanet import SEANetConfig
 from ..train.task import Audio, OptimizerSpec, SplitDataConfig, TrainTask, default_param_groups, register_task
-from .base import CompressionModel
+from .base import CompressionModel, codec_format
 from .masked_ae import MaskedAEConfig, MaskedAutoencoder
+from .latent_rvq import LatentRVQCodec, LatentRVQConfig
 from .rvq_codec import RVQCodec, RVQCodecConfig
 from .training import CodecGAN
 from .vae_gan import VAEGANCodec, VAEGANConfig
@@ -68,6 +69,8 @@ __all__ = [
     "CodecDataConfig",
     "CodecClipDataset",
     "CodecTask",
+    "LatentRVQTask",
+    "LatentRVQTaskConfig",
     "MaskedAETask",
     "MaskedAETaskConfig",
     "RVQCodecTask",
@@ -278,7 +281,7 @@ class CodecTask(TrainTask):
     def __init__(self, config: Optional[Config] = None, data: Optional[CodecDataConfig] = None):
         super().__init__(config, data)
         codec_cfg = self.config.codec
-        hop = int(codec_cfg.seanet.hop_length)
+        hop = codec_format(codec_cfg)[1]
         min_len = int(round(self.data.min_segment * codec_cfg.sample_rate))
         if min_len < hop:
             raise ConfigError(f"data.min_segment={self.data.min_segment} s is shorter than one codec frame "
@@ -292,11 +295,11 @@ class CodecTask(TrainTask):
 
     @property
     def channels(self) -> int:
-        return int(self.config.codec.seanet.channels)
+        return codec_format(self.config.codec)[0]
 
     @property
     def hop_length(self) -> int:
-        return int(self.config.codec.seanet.hop_length)
+        return codec_format(self.config.codec)[1]
 
     # ---- construction ------------------------------------------------------------------
     def build_model(self) -> CodecGAN:
@@ -443,7 +446,7 @@ class RVQCodecTask(CodecTask):
     def __init__(self, config: Optional[RVQCodecTaskConfig] = None, data: Optional[CodecDataConfig] = None):
         super().__init__(config, data)
         q = self.config.codec.quantizer
-        frame_rate = self.config.codec.sample_rate / self.config.codec.seanet.hop_length
+        frame_rate = self.config.codec.sample_rate / codec_format(self.config.codec)[1]
         kbps = q.n_q * (q.bins - 1).bit_length() * frame_rate / 1000.0
         if kbps > 6.0 + 1e-9:
             warnings.warn(f"codec-rvq at full rate is {kbps:.2f} kbps (> 6 kbps)", stacklevel=2)
@@ -455,7 +458,7 @@ class RVQCodecTask(CodecTask):
         layers = list(codec.quantizer.layers)
         if all(bool(layer.codebook.inited.item()) for layer in layers):
             return False
-        residual = codec.encoder(wav)
+        residual = codec.pre_quantization(wav)
         for layer in layers:
             h = layer.project_in(residual.transpose(1, 2))
             layer.codebook.init_embed_(h.reshape(-1, h.shape[-1]))
@@ -474,7 +477,7 @@ class RVQCodecTask(CodecTask):
         # every stage's inputs under the current codebooks first: re-seeding a stage with vectors
         # of this batch would quantise them exactly and leave zero residuals for the next stage
         inputs = []
-        residual = codec.encoder(wav)
+        residual = codec.pre_quantization(wav)
         for layer in codec.quantizer.layers:
             h = layer.project_in(residual.transpose(1, 2))
             inputs.append(h.reshape(-1, h.shape[-1]))
@@ -522,6 +525,56 @@ class RVQCodecTask(CodecTask):
         extra = torch.stack([ds[i] for i in idx]).to(batch.device)
         length = min(extra.shape[-1], batch.shape[-1])
         return torch.cat([batch[..., :length], extra[..., :length]])
+
+
+@dataclass
+class LatentRVQTaskConfig(Config):
+    """``[task]`` of ``vae-gan-rvq``: the frozen base codec (bundle name or model directory; its
+    config and weights are copied into the new codec), the codec config (``codec.base`` is filled
+    from the base model) and :class:`RVQCodecTaskConfig`'s codebook settings."""
+
+    base: str = "vae-gan"
+    codec: LatentRVQConfig = field(default_factory=LatentRVQConfig)
+    adversarial_start: int = NEVER
+    init_clips: int = 64
+    revive_every: int = 10
+
+    def __post_init__(self) -> None:
+        _check_start(self.adversarial_start)
+        if self.init_clips < 0 or self.revive_every < 0:
+            raise ConfigError(f"init_clips and revive_every must be >= 0, got {self.init_clips}, {self.revive_every}")
+
+
+@register_task("vae-gan-rvq")
+class LatentRVQTask(RVQCodecTask):
+    """RVQ tokens over the frozen ``vae-gan`` latents (:class:`LatentRVQCodec`): MusicGen's token
+    layout (50 Hz, 4 x 2048) with a decoder that keeps pitch. Codebook initialisation and revival
+    as in :class:`RVQCodecTask`; the base codec's weights are loaded when the model is built (a
+    resumed run restores them from its checkpoint)."""
+
+    codec_class = LatentRVQCodec
+    config_class = LatentRVQTaskConfig
+    config: LatentRVQTaskConfig
+
+    def __init__(self, config: Optional[LatentRVQTaskConfig] = None, data: Optional[CodecDataConfig] = None):
+        config = config if config is not None else LatentRVQTaskConfig()
+        if config.codec.base is None:
+            from ..pretrained import read_model_config, resolve_model_dir
+
+            cfg_file, meta = read_model_config(resolve_model_dir(config.base))
+            if meta.get("class") != "VAEGANCodec":
+                raise ConfigError(f"task.base must be a VAE-GAN codec, got a {meta.get('class')} ({config.base})")
+            base = VAEGANConfig.from_dict(meta["config"])
+            config = config.replace(codec=config.codec.replace(base=base, sample_rate=base.sample_rate))
+        super().__init__(config, data)
+
+    def build_model(self) -> CodecGAN:
+        gan = super().build_model()
+        base = VAEGANCodec.from_pretrained(self.config.base)
+        if base.config.to_dict() != self.config.codec.base.to_dict():
+            raise ConfigError(f"task.codec.base differs from the config of the base codec {self.config.base}")
+        gan.codec.base.load_state_dict(base.state_dict())
+        return gan
 
 
 @register_task("vae-gan")

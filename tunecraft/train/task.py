@@ -216,6 +216,7 @@ BUILTIN_TASKS: Dict[str, str] = {
     "toy-audio-ae": "tunecraft.train.toy:ToyAudioAETask",
     "codec-rvq": "tunecraft.codecs.tasks:RVQCodecTask",
     "vae-gan": "tunecraft.codecs.tasks:VAEGANTask",
+    "vae-gan-rvq": "tunecraft.codecs.tasks:LatentRVQTask",
     "masked-ae": "tunecraft.codecs.tasks:MaskedAETask",
     "joint": "tunecraft.joint.task:JointTask",
     "tag-classifier": "tunecraft.eval.task:TagClassifierTask",

@@ -46,7 +46,7 @@ from .tracking import NullLogger, RunLogger
 RESUMABLE_TRAIN_KEYS = frozenset({
     "steps", "max_steps_this_run", "out_dir", "log_every", "sample_every", "valid_every", "valid_batches",
     "ckpt_every", "keep_checkpoints", "num_workers", "compile", "debug_dump_rank_weights", "device",
-    "strategy",
+    "strategy", "init_from",
 })
 
 
@@ -217,6 +217,8 @@ class Trainer:
         model = task.build_model()
         if not isinstance(model, nn.Module):
             raise TunecraftError(f"{type(task).__name__}.build_model() must return an nn.Module")
+        if resume_path is None and cfg.init_from:
+            self._init_from(model, cfg.init_from)
         model.to(env.device)
         find_unused = task.ddp_find_unused_parameters
         if env.strategy == "ddp" and not find_unused:
@@ -453,6 +455,30 @@ class Trainer:
                 changed += config_changes(f"{section}.{key}", old.get(key), new.get(key))
         if changed:
             self._warn("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
+
+    def _init_from(self, model: nn.Module, source: str) -> None:
+        """Copy the tensors of ``source``'s model (a checkpoint or run directory) whose names and
+        shapes match ``model``'s; report what was copied and what was not."""
+        from .export import load_run_checkpoint
+
+        path, state, recipe = load_run_checkpoint(source)
+        weights = dict(state["model"])
+        if state.get("ema"):
+            weights.update(state["ema"])
+        own = model.state_dict()
+        matched = {k: v for k, v in weights.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        if not matched:
+            raise CheckpointError(f"train.init_from: no tensor of {path} matches this model by name and shape")
+        model.load_state_dict(matched, strict=False)
+        reshaped = sorted(k for k in weights if k in own and k not in matched)
+        fresh = len(own) - len(matched)
+        task = state.get("task")
+        report = f"initialised {len(matched)} of {len(own)} tensors from {path} (task {task!r})"
+        if fresh:  # a partial warm start is worth a warning even in quiet runs
+            self._warn(f"{report}; {fresh} keep their fresh values" + (
+                f", {len(reshaped)} of them differ in shape (e.g. {reshaped[0]})" if reshaped else ""))
+        else:
+            self._info(report)
 
     def _load(self, path: Path, batches_per_epoch: int) -> Tuple[int, int, int]:
         from torch.distributed.checkpoint.state_dict import (
