@@ -17,6 +17,7 @@ from .base import (
     CompressionModel,
     ContinuousCompressionModel,
     DiscreteCompressionModel,
+    QuantizedCompressionModel,
     registered_codecs,
 )
 from .convert import convert_encodec, from_audiocraft, from_transformers
@@ -38,6 +39,7 @@ __all__ = [
     "CompressionModel",
     "ContinuousCompressionModel",
     "DiscreteCompressionModel",
+    "QuantizedCompressionModel",
     "LatentRVQCodec",
     "LatentRVQConfig",
     "MaskedAEConfig",

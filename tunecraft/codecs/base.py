@@ -308,6 +308,27 @@ class DiscreteCompressionModel(CompressionModel):
         return codes.to(device=self.device, dtype=torch.long)
 
 
+class QuantizedCompressionModel(DiscreteCompressionModel):
+    """A discrete codec whose codebooks are those of its residual quantiser ``self.quantizer``."""
+
+    quantizer: Any
+
+    @property
+    def total_codebooks(self) -> int:
+        return self.quantizer.total_codebooks
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.quantizer.num_codebooks
+
+    @property
+    def cardinality(self) -> int:
+        return self.quantizer.cardinality
+
+    def set_num_codebooks(self, n: int) -> None:
+        self.quantizer.set_num_codebooks(n)
+
+
 class ContinuousCompressionModel(CompressionModel):
     """A codec with continuous latents ``[B, latent_dim, F]``."""
 

@@ -34,7 +34,7 @@ from ..modules.discriminators import DiscriminatorConfig
 from ..modules.losses import CodecLossConfig
 from ..modules.quantization import ResidualVectorQuantizer, RVQConfig
 from ..modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
-from .base import CodecOutput, DiscreteCompressionModel, _inference
+from .base import CodecOutput, QuantizedCompressionModel, _inference
 from .vae_gan import VAEGANCodec, VAEGANConfig
 
 
@@ -86,7 +86,7 @@ class LatentRVQConfig(Config):
         return self.base.seanet.channels, self.base.seanet.hop_length * self.seanet.hop_length
 
 
-class LatentRVQCodec(DiscreteCompressionModel):
+class LatentRVQCodec(QuantizedCompressionModel):
     """Discrete codec over a frozen VAE-GAN: ``encode -> codes [B, K, F]``, ``decode -> wav``."""
 
     config_class = LatentRVQConfig
@@ -106,23 +106,6 @@ class LatentRVQCodec(DiscreteCompressionModel):
         super().train(mode)
         self.base.eval()  # frozen: never in training mode
         return self
-
-    # ---- codebooks -------------------------------------------------------------------------
-
-    @property
-    def total_codebooks(self) -> int:
-        return self.quantizer.total_codebooks
-
-    @property
-    def num_codebooks(self) -> int:
-        return self.quantizer.num_codebooks
-
-    @property
-    def cardinality(self) -> int:
-        return self.quantizer.cardinality
-
-    def set_num_codebooks(self, n: int) -> None:
-        self.quantizer.set_num_codebooks(n)
 
     # ---- the pieces ------------------------------------------------------------------------
 

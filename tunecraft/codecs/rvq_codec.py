@@ -19,7 +19,7 @@ from ..modules.discriminators import DiscriminatorConfig
 from ..modules.losses import CodecLossConfig
 from ..modules.quantization import ResidualVectorQuantizer, RVQConfig
 from ..modules.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
-from .base import CodecOutput, DiscreteCompressionModel, _inference
+from .base import CodecOutput, QuantizedCompressionModel, _inference
 
 
 @dataclass
@@ -52,7 +52,7 @@ class RVQCodecConfig(Config):
                    quantizer=RVQConfig(dimension=128, n_q=4, bins=2048))
 
 
-class RVQCodec(DiscreteCompressionModel):
+class RVQCodec(QuantizedCompressionModel):
     """EnCodec-style discrete codec: ``encode -> codes [B, K, F]``, ``decode -> wav [B, C, F * hop]``."""
 
     config_class = RVQCodecConfig
@@ -63,23 +63,6 @@ class RVQCodec(DiscreteCompressionModel):
         self.encoder = SEANetEncoder(config.seanet)
         self.decoder = SEANetDecoder(config.seanet)
         self.quantizer = ResidualVectorQuantizer(config.quantizer)
-
-    # ---- codebooks -------------------------------------------------------------------------
-
-    @property
-    def total_codebooks(self) -> int:
-        return self.quantizer.total_codebooks
-
-    @property
-    def num_codebooks(self) -> int:
-        return self.quantizer.num_codebooks
-
-    @property
-    def cardinality(self) -> int:
-        return self.quantizer.cardinality
-
-    def set_num_codebooks(self, n: int) -> None:
-        self.quantizer.set_num_codebooks(n)
 
     def pre_quantization(self, wav: torch.Tensor) -> torch.Tensor:
         """Audio ``[B, C, T]`` -> the embeddings the quantiser reads ``[B, dimension, F]``."""
