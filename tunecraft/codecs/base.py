@@ -19,7 +19,6 @@ shipped in ``tunecraft/bundles/<name>``; it checks class, versions, keys and sha
 from __future__ import annotations
 
 import abc
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
@@ -274,18 +273,6 @@ class DiscreteCompressionModel(CompressionModel):
     def set_num_codebooks(self, n: int) -> None:
         """Use the first ``n`` codebooks from now on (lower bitrate)."""
 
-    @property
-    def bandwidth(self) -> float:
-        """Bitrate of :meth:`encode` in kbit/s: ``num_codebooks * log2(cardinality) * frame_rate / 1000``."""
-        return self.num_codebooks * math.log2(self.cardinality) * self.frame_rate / 1000.0
-
-    def set_bandwidth(self, kbps: float) -> None:
-        """Use as many codebooks as fit in ``kbps`` kbit/s (at least one)."""
-        if isinstance(kbps, bool) or not isinstance(kbps, (int, float)) or not kbps > 0:
-            raise InvalidInput(f"bandwidth must be a positive number of kbit/s, got {kbps!r}")
-        per_codebook = math.log2(self.cardinality) * self.frame_rate / 1000.0
-        self.set_num_codebooks(max(1, min(self.total_codebooks, int(math.floor(kbps / per_codebook + 1e-9)))))
-
     def check_codes(self, codes: Any) -> torch.Tensor:
         """Validate codes ``[B, K, F]``: integers in ``[0, cardinality)``, ``1 <= K <= total_codebooks``."""
         if not isinstance(codes, torch.Tensor):
@@ -327,6 +314,15 @@ class QuantizedCompressionModel(DiscreteCompressionModel):
 
     def set_num_codebooks(self, n: int) -> None:
         self.quantizer.set_num_codebooks(n)
+
+    @property
+    def bandwidth(self) -> float:
+        """Bitrate of :meth:`encode` in kbit/s: ``num_codebooks * log2(cardinality) * frame_rate / 1000``."""
+        return self.num_codebooks * self.quantizer.bandwidth_per_codebook(self.frame_rate)
+
+    def set_bandwidth(self, kbps: float) -> None:
+        """Use as many codebooks as fit in ``kbps`` kbit/s (at least one)."""
+        self.set_num_codebooks(self.quantizer.num_codebooks_for_bandwidth(kbps, self.frame_rate))
 
 
 class ContinuousCompressionModel(CompressionModel):

@@ -111,14 +111,12 @@ class LatentRVQCodec(QuantizedCompressionModel):
 
     def base_latents(self, wav: torch.Tensor) -> torch.Tensor:
         """Audio ``[B, C, T]`` -> the frozen base's scaled posterior means ``[B, D, ceil(T / 96)]``."""
-        bottleneck = self.base.bottleneck
         with torch.no_grad():
-            return bottleneck.scale(bottleneck.encode(self.base.encoder(wav)))
+            return self.base.latents_from(wav)
 
     def render(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled base latents -> audio through the frozen base decoder (differentiable)."""
-        bottleneck = self.base.bottleneck
-        return self.base.decoder(bottleneck.decode_input(bottleneck.unscale(latents)))
+        return self.base.audio_from(latents)
 
     def pre_quantization(self, wav: torch.Tensor) -> torch.Tensor:
         """Audio -> the embeddings the quantiser reads ``[B, dimension, F]``."""

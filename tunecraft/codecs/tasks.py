@@ -561,7 +561,7 @@ class LatentRVQTask(RVQCodecTask):
         if config.codec.base is None:
             from ..pretrained import read_model_config, resolve_model_dir
 
-            cfg_file, meta = read_model_config(resolve_model_dir(config.base))
+            _, meta = read_model_config(resolve_model_dir(config.base))
             if meta.get("class") != "VAEGANCodec":
                 raise ConfigError(f"task.base must be a VAE-GAN codec, got a {meta.get('class')} ({config.base})")
             base = VAEGANConfig.from_dict(meta["config"])

@@ -77,26 +77,27 @@ class VAEGANCodec(ContinuousCompressionModel):
         out = self.decoder(self.bottleneck.decode_input(b.latents))[..., :length]
         return CodecOutput(wav=out, penalty=b.penalty, latents=b.latents, metrics=b.metrics)
 
+    def latents_from(self, wav: torch.Tensor, sample: bool = False, scaled: bool = True) -> torch.Tensor:
+        """The computation of :meth:`encode` on audio already in the model's format, without
+        input checks or inference mode (differentiable; used by codecs built on this one)."""
+        z = self.bottleneck.encode(self.encoder(wav), sample=sample)
+        return self.bottleneck.scale(z) if scaled else z
+
+    def audio_from(self, latents: torch.Tensor, scaled: bool = True) -> torch.Tensor:
+        """The computation of :meth:`decode` without input checks or inference mode (differentiable)."""
+        z = self.bottleneck.unscale(latents) if scaled else latents
+        return self.decoder(self.bottleneck.decode_input(z))
+
     def encode(self, wav: torch.Tensor, sample_rate: int | None = None, sample: bool = False,
                scaled: bool = True) -> torch.Tensor:
         """Audio -> latents ``[B, D, F]``: the posterior mean (or a sample), times ``latent_scale`` if ``scaled``."""
         x = self.prepare_audio(wav, sample_rate)
-
-        def run() -> torch.Tensor:
-            z = self.bottleneck.encode(self.encoder(x), sample=sample)
-            return self.bottleneck.scale(z) if scaled else z
-
-        return _inference(run)
+        return _inference(lambda: self.latents_from(x, sample=sample, scaled=scaled))
 
     def decode(self, latents: torch.Tensor, length: int | None = None, scaled: bool = True) -> torch.Tensor:
         """Latents ``[B, D, F]`` (scaled, as from :meth:`encode`) -> audio ``[B, C, F * hop]``."""
         z = self.check_latents(latents)
-
-        def run() -> torch.Tensor:
-            zz = self.bottleneck.unscale(z) if scaled else z
-            return self.decoder(self.bottleneck.decode_input(zz))
-
-        return self._trim(_inference(run), length)
+        return self._trim(_inference(lambda: self.audio_from(z, scaled=scaled)), length)
 
     def fit_latent_scale(self, batches: Iterable[torch.Tensor] | torch.Tensor, sample_rate: int | None = None) -> float:
         """Set the latent scale to ``1 / std`` of the unscaled posterior means over ``batches`` of audio."""

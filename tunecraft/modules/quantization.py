@@ -374,7 +374,7 @@ class ResidualVectorQuantizer(nn.Module):
 
     def num_codebooks_for_bandwidth(self, bandwidth_kbps: float, frame_rate: float) -> int:
         """Largest number of codebooks whose bitrate does not exceed ``bandwidth_kbps`` (at least 1)."""
-        if not bandwidth_kbps > 0:
+        if isinstance(bandwidth_kbps, bool) or not isinstance(bandwidth_kbps, (int, float)) or not bandwidth_kbps > 0:
             raise InvalidInput(f"bandwidth must be a positive number of kbit/s, got {bandwidth_kbps!r}")
         n = int(math.floor(bandwidth_kbps / self.bandwidth_per_codebook(frame_rate) + 1e-9))
         return max(1, min(self.total_codebooks, n))

@@ -22,29 +22,44 @@ from typing import Any, Dict, Tuple, Union
 
 from ..errors import CheckpointError, InvalidInput
 
-__all__ = ["add_export_arguments", "cmd_export", "export_checkpoint", "load_run_checkpoint"]
+__all__ = ["add_export_arguments", "checkpoint_weights", "cmd_export", "export_checkpoint", "load_run_checkpoint",
+           "load_run_state"]
 
 
-def load_run_checkpoint(checkpoint: Union[str, Path]) -> Tuple[Path, Dict[str, Any], Any]:
-    """``(checkpoint file, state, recipe)`` of a ``step-*.pt`` file or of a run directory's newest
-    valid checkpoint; the recipe is the one saved in the checkpoint (its task rebuilds the model)."""
+def load_run_state(checkpoint: Union[str, Path]) -> Tuple[Path, Dict[str, Any]]:
+    """``(checkpoint file, state)`` of a ``step-*.pt`` file or of a run directory's newest valid
+    checkpoint."""
     from . import checkpoint as ckpt
-    from .recipe import recipe_from_dict
 
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise InvalidInput(f"no such run directory or checkpoint: {path}")
-    if path.is_dir():
-        found = ckpt.find_latest_valid(path / "checkpoints" if (path / "checkpoints").is_dir() else path,
-                                       lambda msg: warnings.warn(msg, stacklevel=2))
-        if found is None:
-            raise CheckpointError(f"no usable checkpoint in {path}")
-        path, state = found
-    else:
-        state = ckpt.load_checkpoint(path)
+    if not path.is_dir():
+        return path, ckpt.load_checkpoint(path)
+    found = ckpt.find_latest_valid(path / "checkpoints" if (path / "checkpoints").is_dir() else path,
+                                   lambda msg: warnings.warn(msg, stacklevel=2))
+    if found is None:
+        raise CheckpointError(f"no usable checkpoint in {path}")
+    return found
+
+
+def load_run_checkpoint(checkpoint: Union[str, Path]) -> Tuple[Path, Dict[str, Any], Any]:
+    """:func:`load_run_state` plus the recipe saved in the checkpoint (its task rebuilds the model)."""
+    from .recipe import recipe_from_dict
+
+    path, state = load_run_state(checkpoint)
     raw = state["config"]
     recipe = recipe_from_dict({k: raw[k] for k in ("task", "data", "train") if k in raw}, name=str(path))
     return path, state, recipe
+
+
+def checkpoint_weights(state: Dict[str, Any], use_ema: bool = True) -> Dict[str, Any]:
+    """The model tensors of a checkpoint state, with the EMA ones in place of the live ones when
+    the run kept an EMA and ``use_ema``."""
+    weights = dict(state["model"])
+    if use_ema and state.get("ema"):
+        weights.update(state["ema"])
+    return weights
 
 
 def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path], use_ema: bool = True) -> Path:
@@ -53,11 +68,8 @@ def export_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path], u
     (replaced if it exists). The EMA weights are used when the run kept an EMA and ``use_ema``."""
     path, state, recipe = load_run_checkpoint(checkpoint)
     model = recipe.task.build_model()
-    weights = dict(state["model"])
-    if use_ema and state.get("ema"):
-        weights.update(state["ema"])
     try:
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(checkpoint_weights(state, use_ema), strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not match its task's model: {str(e).splitlines()[0]}") from None
     model.eval()

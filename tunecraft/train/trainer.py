@@ -459,12 +459,10 @@ class Trainer:
     def _init_from(self, model: nn.Module, source: str) -> None:
         """Copy the tensors of ``source``'s model (a checkpoint or run directory) whose names and
         shapes match ``model``'s; report what was copied and what was not."""
-        from .export import load_run_checkpoint
+        from .export import checkpoint_weights, load_run_state
 
-        path, state, recipe = load_run_checkpoint(source)
-        weights = dict(state["model"])
-        if state.get("ema"):
-            weights.update(state["ema"])
+        path, state = load_run_state(source)  # the source's own task is not rebuilt: only its tensors count
+        weights = checkpoint_weights(state)
         own = model.state_dict()
         matched = {k: v for k, v in weights.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
         if not matched:
