@@ -19,7 +19,9 @@
     reference and "key kept", the fraction of clips in which the key-profile estimator of
     ``tunecraft.eval.attributes`` finds the same key in the reconstruction as in the reference
     (a codec that keeps the spectral envelope but not the harmonics scores well on log-mel L1 and
-    badly here, and no LM over its tokens can then follow a prompt's key).
+    badly here, and no LM over its tokens can then follow a prompt's key); "mode kept" the same for
+    the mode alone, and "tempo kept" the fraction in which the tempo estimator's figure for the
+    reconstruction is within 6% of the reference's (onsets the codec smears cannot carry a tempo).
 
     python benchmarks/codec.py                      # both parts, markdown tables on stdout
     python benchmarks/codec.py --skip-quality --threads 2
@@ -209,20 +211,25 @@ def heldout_clips(corpus: Path, split: str, codec: CompressionModel, n: int, sec
 def quality(codec: CompressionModel, clips: torch.Tensor, opus_kbps: float, workdir: Path,
             with_opus: bool = True) -> Dict[str, float]:
     sr = codec.sample_rate
-    res: Dict[str, List[float]] = {"mel": [], "sisnr": [], "chroma": [], "key": [], "opus_mel": [], "opus_sisnr": [],
-                                   "opus_chroma": [], "opus_key": []}
+    res: Dict[str, List[float]] = {"mel": [], "sisnr": [], "chroma": [], "key": [], "mode": [], "tempo": [],
+                                   "opus_mel": [], "opus_sisnr": [], "opus_chroma": [], "opus_key": [], "opus_mode": [],
+                                   "opus_tempo": []}
     for clip in clips:
         recon = codec.reconstruct(clip[None])[0]
         res["mel"].append(log_mel_l1(clip, recon, sr))
         res["sisnr"].append(si_snr(clip, recon))
         res["chroma"].append(chroma_cos(clip, recon, sr))
         res["key"].append(same_key(clip, recon, sr))
+        res["mode"].append(same_key(clip, recon, sr, mode_only=True))
+        res["tempo"].append(same_tempo(clip, recon, sr))
         if with_opus:
             opus = opus_round_trip(clip, sr, opus_kbps, workdir)
             res["opus_mel"].append(log_mel_l1(clip, opus, sr))
             res["opus_sisnr"].append(si_snr(clip, opus))
             res["opus_chroma"].append(chroma_cos(clip, opus, sr))
             res["opus_key"].append(same_key(clip, opus, sr))
+            res["opus_mode"].append(same_key(clip, opus, sr, mode_only=True))
+            res["opus_tempo"].append(same_tempo(clip, opus, sr))
     return {k: float(np.nanmean(v)) for k, v in res.items() if v}
 
 
@@ -233,13 +240,25 @@ def chroma_cos(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
     return float(chroma_cosine_similarity(x[None], y[None], sample_rate))
 
 
-def same_key(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
-    """1.0 when the key-profile estimator finds the same key in the reconstruction as in the reference."""
+def same_key(x: torch.Tensor, y: torch.Tensor, sample_rate: int, mode_only: bool = False) -> float:
+    """1.0 when the key-profile estimator finds the same key (or, with ``mode_only``, the same
+    mode) in the reconstruction as in the reference."""
     from tunecraft.eval.attributes import estimate_key
 
     kx = estimate_key(x.mean(0).numpy(), sample_rate)[:2]
     ky = estimate_key(y.mean(0).numpy(), sample_rate)[:2]
-    return float(kx == ky)
+    return float(kx[1] == ky[1]) if mode_only else float(kx == ky)
+
+
+def same_tempo(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
+    """1.0 when the tempo estimator's figure for the reconstruction is within 6% of the
+    reference's (the evaluation's tempo criterion): a codec that smears onsets fails here."""
+    from tunecraft.eval.attributes import estimate_tempo, tempo_match
+
+    tx = estimate_tempo(x.mean(0).numpy(), sample_rate)
+    if tx <= 0:
+        return float("nan")
+    return float(tempo_match(estimate_tempo(y.mean(0).numpy(), sample_rate), tx))
 
 
 def check_codebooks_used(codec: RVQCodec, clip: torch.Tensor, k: int) -> None:
@@ -320,8 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{args.clip_seconds:g} s) vs Opus {args.opus_kbps:g} kbps\n")
         print(f"| codec | bitrate | log-mel L1 (codec) | log-mel L1 (Opus {args.opus_kbps:g}k) | "
               f"SI-SNR dB (codec) | SI-SNR dB (Opus {args.opus_kbps:g}k) | chroma cos (codec / Opus) | "
-              f"key kept (codec / Opus) |")
-        print("|---|---|---|---|---|---|---|---|")
+              f"key kept (codec / Opus) | mode kept (codec / Opus) | tempo kept (codec / Opus) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for name, codec in codecs.items():
                 clips = heldout_clips(args.corpus, args.split, codec, args.clips, args.clip_seconds)
@@ -329,7 +348,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 report["quality"][name] = dict(q, clips=len(clips), bitrate=bitrate(codec))
                 print(f"| {name} | {bitrate(codec)} | {q['mel']:.4f} | {q['opus_mel']:.4f} | {q['sisnr']:.2f} | "
                       f"{q['opus_sisnr']:.2f} | {q['chroma']:.3f} / {q['opus_chroma']:.3f} | "
-                      f"{q['key']:.3f} / {q['opus_key']:.3f} |", flush=True)
+                      f"{q['key']:.3f} / {q['opus_key']:.3f} | {q['mode']:.3f} / {q['opus_mode']:.3f} | "
+                      f"{q['tempo']:.3f} / {q['opus_tempo']:.3f} |", flush=True)
                 if codec.is_discrete:
                     full = codec.num_codebooks
                     for k in args.rvq_codebooks:
@@ -342,7 +362,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         report["quality"][label] = dict(qk, clips=len(clips), bitrate=bitrate(codec))
                         print(f"| {label} | {bitrate(codec)} | {qk['mel']:.4f} | {q['opus_mel']:.4f} | "
                               f"{qk['sisnr']:.2f} | {q['opus_sisnr']:.2f} | {qk['chroma']:.3f} / {q['opus_chroma']:.3f} | "
-                              f"{qk['key']:.3f} / {q['opus_key']:.3f} |", flush=True)
+                              f"{qk['key']:.3f} / {q['opus_key']:.3f} | {qk['mode']:.3f} / {q['opus_mode']:.3f} | "
+                              f"{qk['tempo']:.3f} / {q['opus_tempo']:.3f} |", flush=True)
                     codec.set_num_codebooks(full)
         print()
     if args.json is not None:
