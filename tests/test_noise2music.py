@@ -153,6 +153,37 @@ def test_vocoder_shapes_and_alignment(stages, frames):
     assert float(ex["compressed"].min()) >= -1 and float(ex["compressed"].max()) <= 1
 
 
+def test_vocoder_griffin_lim_conditioning():
+    """griffin_lim_iters > 0: the Griffin-Lim estimate of the (augmented) spectrogram is stacked with
+    x_t; it is a function of the spectrogram alone and has the audio's length."""
+    cfg = tiny_configs()["spectrogram_vocoder"]
+    with pytest.raises(ConfigError):  # the estimate needs a stacked input channel
+        SpectrogramVocoderConfig(mel=TINY_MEL, unet=cfg.unet, griffin_lim_iters=4)
+    with pytest.raises(ConfigError):
+        SpectrogramVocoderConfig(mel=TINY_MEL, unet=cfg.unet, griffin_lim_iters=-1)
+    unet = UNet1DConfig(**dict(cfg.unet.to_dict(), cond_channels=1))
+    with pytest.raises(ConfigError):  # a stacked channel without the estimate
+        SpectrogramVocoderConfig(mel=TINY_MEL, unet=unet)
+    voc = perturb(SpectrogramVocoder(SpectrogramVocoderConfig(mel=TINY_MEL, unet=unet, griffin_lim_iters=4,
+                                                              sampling=StageSampling(steps=2))))
+    t = torch.arange(160 * 20) / 16000
+    wav = (0.3 * torch.sin(2 * math.pi * 440.0 * t))[None]
+    ex = SpectrogramVocoder.prepare_example(voc.config, wav)
+    mel = ex["compressed"][None]
+    est = voc.estimate(mel)
+    assert est.shape == (1, 1, 160 * 20) and bool(torch.isfinite(est).all())
+    assert set(ex) == {"x0", "compressed"}  # the estimate is derived in the model, not stored by the data
+    inputs = voc.augment_aligned({"compressed": mel}, torch.Generator().manual_seed(0))
+    assert set(inputs) == {"compressed", "cond"} and inputs["cond"].shape == (1, 1, 160 * 20)
+    torch.testing.assert_close(inputs["cond"], voc.estimate(inputs["compressed"]))  # of the augmented mel
+    out = voc.generate(mel.repeat(2, 1, 1), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 160 * 20)
+    loss, _ = voc.loss({"x0": ex["x0"][None].repeat(2, 1, 1), "compressed": mel.repeat(2, 1, 1)},
+                       generator=torch.Generator().manual_seed(1))
+    loss.backward()
+    assert bool(torch.isfinite(loss)) and voc.unet.parameters().__next__().grad is not None
+
+
 def test_default_configs_hold_the_paper_structure():
     """CPU defaults: the representations and sampling recipes of the paper; Table 8 via paper()."""
     g, c, s, v, r = (WaveformGeneratorConfig(), WaveformCascaderConfig(), SpectrogramGeneratorConfig(),

@@ -6,7 +6,7 @@ Audio is a float32 tensor ``[C, T]`` in [-1, 1] (``[B, C, T]`` when batched).
 from __future__ import annotations
 
 from .channels import convert_channels
-from .features import Chroma, LogMel, MelSpectrogram, chromagram, log_mel
+from .features import Chroma, LogMel, MelSpectrogram, chromagram, griffin_lim, log_mel, log_mel_inverse
 from .io import READ_FORMATS, WRITE_FORMATS, AudioInfo, audio_info, fit_length, load_audio, save_audio
 from .loudness import loudness_lufs, normalize_loudness, peak_normalize
 from .resample import FFTUpsampler, fft_resample, resample, resampled_length
@@ -24,8 +24,10 @@ __all__ = [
     "convert_channels",
     "fft_resample",
     "fit_length",
+    "griffin_lim",
     "load_audio",
     "log_mel",
+    "log_mel_inverse",
     "loudness_lufs",
     "normalize_loudness",
     "peak_normalize",

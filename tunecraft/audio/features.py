@@ -82,6 +82,50 @@ def _check_positive(name: str, value) -> int:
     return int(value)
 
 
+def griffin_lim(
+    magnitude: torch.Tensor,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    window: torch.Tensor,
+    n_iter: int = 32,
+    momentum: float = 0.99,
+    length: int | None = None,
+) -> torch.Tensor:
+    """Waveform ``[B, T]`` whose centred STFT magnitude approximates ``magnitude [B, n_fft//2+1, F]``.
+
+    The fast Griffin-Lim algorithm (Perraudin, Balazs and Soendergaard, 2013): alternate projections
+    between consistent spectrograms and the given magnitude, with ``momentum`` (0 = the original
+    Griffin-Lim of 1984). The phase starts at zero, so the result is deterministic. ``length``
+    defaults to ``(F - 1) * hop_length`` (frame ``k`` centred on sample ``k * hop_length``).
+    """
+    if magnitude.dim() != 3 or magnitude.shape[1] != n_fft // 2 + 1:
+        raise InvalidInput(f"griffin_lim expects a magnitude [B, {n_fft // 2 + 1}, frames], got {tuple(magnitude.shape)}")
+    if isinstance(n_iter, bool) or int(n_iter) != n_iter or n_iter < 0:
+        raise InvalidInput(f"n_iter must be an integer >= 0, got {n_iter!r}")
+    if not 0.0 <= float(momentum) < 1.0:
+        raise InvalidInput(f"momentum must be in [0, 1), got {momentum!r}")
+    mag = magnitude.float()
+    frames = mag.shape[-1]
+    length = int(length) if length is not None else (frames - 1) * hop_length
+    window = window.to(mag.device)
+    stft = dict(n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window, center=True)
+
+    def project(spec: torch.Tensor) -> torch.Tensor:  # nearest consistent spectrogram
+        wav = torch.istft(spec, length=length, **stft)
+        out = torch.stft(wav, pad_mode="constant", return_complex=True, **stft)[..., :frames]
+        return out if out.shape[-1] == frames else torch.nn.functional.pad(out, (0, frames - out.shape[-1]))
+
+    angles = torch.ones_like(mag, dtype=torch.complex64)
+    previous = torch.zeros_like(angles)
+    for _ in range(int(n_iter)):
+        rebuilt = project(mag * angles)
+        accelerated = rebuilt - (momentum / (1.0 + momentum)) * previous if momentum else rebuilt
+        angles = accelerated / accelerated.abs().clamp_min(1e-8)
+        previous = rebuilt
+    return torch.istft(mag * angles, length=length, **stft)
+
+
 class MelSpectrogram(nn.Module):
     """Mel spectrogram ``M = F_mel · |STFT(x)|^power``.
 
@@ -173,6 +217,21 @@ class MelSpectrogram(nn.Module):
         spec = mag if self.power == 1.0 else mag.pow(self.power)
         mel = torch.matmul(self.mel_fb, spec)  # [B, n_mels, frames]
         return mel[0] if squeeze else mel
+
+    def inverse(self, mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,
+                length: int | None = None) -> torch.Tensor:
+        """Audio ``[B, T]`` from a mel spectrogram ``[B, n_mels, F]`` of this transform: the
+        non-negative least-norm linear spectrogram (pseudo-inverse of the filter bank, clipped at
+        0), then :func:`griffin_lim` for the phase. A deterministic estimate, not a vocoder: it
+        keeps pitch and onsets but sounds phasey."""
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise InvalidInput(f"expected a mel spectrogram [B, {self.n_mels}, frames], got {tuple(mel.shape)}")
+        fb = self.mel_fb.to(mel.device)
+        spec = torch.matmul(torch.linalg.pinv(fb), mel.float()).clamp_min(0.0)
+        mag = spec if self.power == 1.0 else spec.pow(1.0 / self.power)
+        if self.normalized:
+            mag = mag * self.window.sum()
+        return griffin_lim(mag, self.n_fft, self.hop_length, self.win_length, self.window, n_iter, momentum, length)
 
     def extra_repr(self) -> str:
         return (
@@ -287,6 +346,12 @@ class LogMel(nn.Module):
             return torch.pow(10.0, db / 10.0)
         raise InvalidInput(f"denormalize: 'to' must be 'db', 'magnitude' or 'power', got {to!r}")
 
+    def invert(self, y: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,
+               length: int | None = None) -> torch.Tensor:
+        """Griffin-Lim audio ``[B, T]`` from a normalised log-mel ``[B, n_mels, F]`` (see
+        :meth:`MelSpectrogram.inverse`); ``length`` defaults to ``(F - 1) * hop``."""
+        return self.mel.inverse(self.denormalize(y), n_iter=n_iter, momentum=momentum, length=length)
+
     def extra_repr(self) -> str:
         return f"min_db={self.min_db}, max_db={self.max_db}"
 
@@ -383,6 +448,26 @@ def log_mel(
     wav = torch.as_tensor(wav)
     mod = _cached(LogMel, str(wav.device), sample_rate, n_fft, hop_length, win_length, n_mels, f_min, f_max, min_db, max_db)
     return mod(wav)
+
+
+def log_mel_inverse(
+    y: torch.Tensor,
+    sample_rate: int = 16000,
+    n_fft: int = 1024,
+    hop_length: int = 160,
+    win_length: int = 640,
+    n_mels: int = 80,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    min_db: float = -100.0,
+    max_db: float = 20.0,
+    n_iter: int = 32,
+    length: int | None = None,
+) -> torch.Tensor:
+    """Functional form of :meth:`LogMel.invert`: Griffin-Lim audio ``[B, T]`` from ``y [B, n_mels, F]``."""
+    y = torch.as_tensor(y)
+    mod = _cached(LogMel, str(y.device), sample_rate, n_fft, hop_length, win_length, n_mels, f_min, f_max, min_db, max_db)
+    return mod.invert(y, n_iter=n_iter, length=length)
 
 
 def chromagram(

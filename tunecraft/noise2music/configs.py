@@ -325,6 +325,13 @@ class SpectrogramVocoderConfig(StageConfig):
     CPU default vs Table 8: 4 levels, strides [4, 4, 2, 5]; channels [16, 32, 64, 128] (8-channel
     stem); 5 residual blocks; kernel 5; no attention (3.2 s crops, any length at inference).
     Sampling: 20 front-heavy steps.
+
+    ``griffin_lim_iters > 0`` (not in the paper; off by default) also stacks a deterministic
+    estimate of the waveform, made from the same (augmented) spectrogram by the mel
+    pseudo-inverse and that many fast Griffin-Lim iterations, with ``x_t`` at the top of the U
+    (``unet.cond_channels = 1``), as the cascaders stack their upsampled input. The conditioning is
+    still a function of the spectrogram alone; the estimate hands the U-Net the harmonics' exact
+    frequencies, which a small vocoder trained for minutes on a CPU does not learn to place.
     """
 
     sample_rate: int = 16000
@@ -335,11 +342,18 @@ class SpectrogramVocoderConfig(StageConfig):
     sampling: StageSampling = field(default_factory=lambda: _sampling(20, 1.0, "front-heavy"))
     augment: ConditionAugmentConfig = field(default_factory=ConditionAugmentConfig.vocoder)
     inference_cond_t: float = 0.0
+    griffin_lim_iters: int = 0
 
     def _check(self) -> None:
         u = self.unet
-        self._need(u.in_channels == 1 and u.output_channels == 1 and u.cond_channels == 0,
-                   "the vocoder makes mono audio (in/out channels 1, no stacked conditioning)")
+        it = self.griffin_lim_iters
+        self._need(not isinstance(it, bool) and isinstance(it, int) and it >= 0,
+                   f"griffin_lim_iters must be an integer >= 0, got {it!r}")
+        self._need(u.in_channels == 1 and u.output_channels == 1,
+                   "the vocoder makes mono audio (unet in/out channels 1)")
+        self._need(u.cond_channels == (1 if it else 0),
+                   "unet.cond_channels must be 1 with griffin_lim_iters > 0 (the Griffin-Lim estimate is "
+                   "stacked with x_t) and 0 without")
         self._need(u.compressed_channels == self.mel.n_mels,
                    f"unet.compressed_channels must equal mel.n_mels ({self.mel.n_mels})")
         self._need(u.text_dim == 0, "the vocoder is conditioned on the spectrogram only (unet.text_dim = 0)")

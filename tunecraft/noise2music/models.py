@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..audio import fft_resample, log_mel, resample
+from ..audio import fft_resample, log_mel, log_mel_inverse, resample
 from ..diffusion import (
     BACK_HEAVY,
     FRONT_HEAVY,
@@ -489,7 +489,27 @@ class SpectrogramVocoder(DiffusionStage):
         return {"x0": wav, "compressed": mel_frames(wav[0], config.mel)}
 
     def augment_aligned(self, aligned, generator):
-        return {"compressed": augment_condition(aligned["compressed"], self.config.augment, self.schedule, generator)}
+        mel = augment_condition(aligned["compressed"], self.config.augment, self.schedule, generator)
+        return self._conditioning(mel)
+
+    def estimate(self, mel: torch.Tensor) -> torch.Tensor:
+        """The deterministic Griffin-Lim estimate ``[B, 1, F * hop]`` of the audio behind ``mel
+        [B, n_mels, F]`` (mel pseudo-inverse + ``griffin_lim_iters`` fast Griffin-Lim iterations)."""
+        m = self.config.mel
+        frames = mel.shape[-1]
+        with torch.no_grad():
+            wav = log_mel_inverse(mel.float(), m.sample_rate, m.n_fft, m.hop_length, m.win_length, m.n_mels, m.f_min,
+                                  m.f_max, m.min_db, m.max_db, n_iter=self.config.griffin_lim_iters,
+                                  length=frames * m.hop_length)
+        return wav[:, None]
+
+    def _conditioning(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The U-Net's aligned inputs for ``mel``: the spectrogram at the bottom, plus the
+        Griffin-Lim estimate at the top when ``griffin_lim_iters > 0``."""
+        out = {"compressed": mel}
+        if self.config.griffin_lim_iters:
+            out["cond"] = self.estimate(mel)
+        return out
 
     def generate(self, mel: torch.Tensor, generator: torch.Generator | None = None, **sampling) -> torch.Tensor:
         """``[B, 1, F * hop]`` audio from ``mel [B, n_mels, F]`` in [-1, 1]."""
@@ -501,7 +521,7 @@ class SpectrogramVocoder(DiffusionStage):
             t = torch.full((mel.shape[0],), float(self.config.inference_cond_t))
             mel = noise_corrupt(mel, self.schedule, t, generator)
         shape = (mel.shape[0], 1, mel.shape[-1] * self.hop_length)
-        return self.sample(shape, compressed=mel, generator=generator, **sampling)
+        return self.sample(shape, generator=generator, **self._conditioning(mel), **sampling)
 
 
 #: class name in config.json -> stage class
