@@ -428,8 +428,8 @@ class Chroma(nn.Module):
 
 
 @functools.lru_cache(maxsize=16)
-def _cached(cls: type, device: str, *args) -> nn.Module:
-    return cls(*args).to(device)
+def _cached(cls: type, device: str, *args, **kwargs) -> nn.Module:
+    return cls(*args, **kwargs).to(device)
 
 
 def log_mel(
@@ -450,24 +450,11 @@ def log_mel(
     return mod(wav)
 
 
-def log_mel_inverse(
-    y: torch.Tensor,
-    sample_rate: int = 16000,
-    n_fft: int = 1024,
-    hop_length: int = 160,
-    win_length: int = 640,
-    n_mels: int = 80,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    min_db: float = -100.0,
-    max_db: float = 20.0,
-    n_iter: int = 32,
-    length: int | None = None,
-) -> torch.Tensor:
-    """Functional form of :meth:`LogMel.invert`: Griffin-Lim audio ``[B, T]`` from ``y [B, n_mels, F]``."""
+def log_mel_inverse(y: torch.Tensor, *, n_iter: int = 32, length: int | None = None, **settings) -> torch.Tensor:
+    """Functional form of :meth:`LogMel.invert` (Griffin-Lim audio ``[B, T]`` from ``y [B, n_mels, F]``);
+    ``settings`` are :class:`LogMel`'s keyword arguments (modules are cached per settings and device)."""
     y = torch.as_tensor(y)
-    mod = _cached(LogMel, str(y.device), sample_rate, n_fft, hop_length, win_length, n_mels, f_min, f_max, min_db, max_db)
-    return mod.invert(y, n_iter=n_iter, length=length)
+    return _cached(LogMel, str(y.device), **settings).invert(y, n_iter=n_iter, length=length)
 
 
 def chromagram(

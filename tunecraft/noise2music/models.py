@@ -498,9 +498,8 @@ class SpectrogramVocoder(DiffusionStage):
         m = self.config.mel
         frames = mel.shape[-1]
         with torch.no_grad():
-            wav = log_mel_inverse(mel.float(), m.sample_rate, m.n_fft, m.hop_length, m.win_length, m.n_mels, m.f_min,
-                                  m.f_max, m.min_db, m.max_db, n_iter=self.config.griffin_lim_iters,
-                                  length=frames * m.hop_length)
+            wav = log_mel_inverse(mel.float(), n_iter=self.config.griffin_lim_iters, length=frames * m.hop_length,
+                                  **m.to_dict())
         return wav[:, None]
 
     def _conditioning(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
