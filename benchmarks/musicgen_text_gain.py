@@ -1,5 +1,6 @@
 """How much a MusicGen LM reads its text: held-out cross-entropy with the real caption, with the
-null condition (what CFG subtracts) and with another clip's caption.
+null condition (what CFG subtracts), with another clip's caption, and with the clip's own caption
+with "major" and "minor" swapped.
 
     python benchmarks/musicgen_text_gain.py runs/musicgen-tiny            # newest checkpoint of a run
     python benchmarks/musicgen_text_gain.py runs/musicgen-tiny/checkpoints/step-00002000.pt --clips 64
@@ -8,12 +9,15 @@ The valid split of the run's own recipe (its token cache) is scored in eval mode
 all three conditions. ``shuffled - real`` (nats per token) is the information the LM takes from the
 prompt: 0 means it ignores the text; ``null - real`` is the gap classifier-free guidance amplifies.
 Per-codebook figures are printed too (the first codebook carries most of the musical content).
+``mode_gain`` = CE(caption with the mode swapped) - CE(real caption), over the clips whose caption
+names a mode: what the LM takes from the word "major"/"minor" alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tunecraft.errors import TunecraftError  # noqa: E402
+
+
+_MODE = re.compile(r"\b(major|minor|Major|Minor|MAJOR|MINOR)\b")
+_SWAP = {"major": "minor", "minor": "major", "Major": "Minor", "Minor": "Major", "MAJOR": "MINOR", "MINOR": "MAJOR"}
+
+
+def swap_mode(text: str) -> str:
+    """``text`` with every "major" and "minor" exchanged (case kept)."""
+    return _MODE.sub(lambda m: _SWAP[m.group(0)], text)
 
 
 def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, split: str | None = None) -> dict:
@@ -47,7 +60,8 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
     torch.manual_seed(seed)
     n = min(clips, len(ds))
     sums = {"real": None, "null": None, "shuffled": None}
-    count = 0
+    mode_sums = {"real": None, "swapped": None}
+    count = mode_count = 0
     clips_all = [ds[i] for i in range(n)]
     with torch.no_grad():
         for start in range(0, n, batch):
@@ -63,9 +77,21 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
                 ce = out.ce_per_codebook.double() * len(items)
                 sums[name] = ce if sums[name] is None else sums[name] + ce
             count += len(items)
+            named = [i for i, t in enumerate(texts) if swap_mode(t) != t]
+            if named:
+                sub = task.collate([items[i] for i in named])
+                for name, caps in (("real", [texts[i] for i in named]), ("swapped", [swap_mode(texts[i]) for i in named])):
+                    out = model.lm.compute_loss(sub["codes"], model.text(caps), None, frame_mask=sub["mask"])
+                    ce = out.ce_per_codebook.double() * len(named)
+                    mode_sums[name] = ce if mode_sums[name] is None else mode_sums[name] + ce
+                mode_count += len(named)
     ce = {k: (v / count).tolist() for k, v in sums.items()}
     mean = {k: sum(v) / len(v) for k, v in ce.items()}
-    return {"checkpoint": str(path), "step": int(state["step"]), "split": split or task.data.valid_split, "clips": count, "ce_per_codebook": ce,
+    mode_gain = None
+    if mode_count:
+        m = {k: float(v.mean()) / mode_count for k, v in mode_sums.items()}
+        mode_gain = m["swapped"] - m["real"]
+    return {"mode_clips": mode_count, "mode_gain": mode_gain, "checkpoint": str(path), "step": int(state["step"]), "split": split or task.data.valid_split, "clips": count, "ce_per_codebook": ce,
             "ce": mean, "text_gain": mean["shuffled"] - mean["real"], "cfg_gap": mean["null"] - mean["real"]}
 
 
@@ -88,6 +114,8 @@ def main(argv=None) -> int:
         per = " ".join(f"{v:.3f}" for v in r["ce_per_codebook"][name])
         print(f"  {name:9s} {r['ce'][name]:.4f}   per codebook: {per}")
     print(f"text gain (shuffled - real): {r['text_gain']:.4f} nats/token; CFG gap (null - real): {r['cfg_gap']:.4f}")
+    if r["mode_gain"] is not None:
+        print(f"mode gain (mode swapped - real, {r['mode_clips']} clips naming a mode): {r['mode_gain']:.4f} nats/token")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
     return 0
