@@ -51,6 +51,7 @@ from tunecraft.pretrained import BUNDLES_DIR
 from tunecraft.codecs.tasks import CodecClipDataset
 from tunecraft.data.manifest import resolve_split
 from tunecraft.errors import DependencyError, TunecraftError
+from tunecraft.eval.metrics import attribute_hits, estimate_attributes
 
 DEFAULT_BUNDLES = ["codec-rvq", "vae-gan", "masked-ae"]
 
@@ -215,21 +216,20 @@ def quality(codec: CompressionModel, clips: torch.Tensor, opus_kbps: float, work
                                    "opus_mel": [], "opus_sisnr": [], "opus_chroma": [], "opus_key": [], "opus_mode": [],
                                    "opus_tempo": []}
     for clip in clips:
+        reference = estimate_attributes(clip, sr)  # once per clip, for the codec and for Opus
         recon = codec.reconstruct(clip[None])[0]
         res["mel"].append(log_mel_l1(clip, recon, sr))
         res["sisnr"].append(si_snr(clip, recon))
         res["chroma"].append(chroma_cos(clip, recon, sr))
-        res["key"].append(same_key(clip, recon, sr))
-        res["mode"].append(same_key(clip, recon, sr, mode_only=True))
-        res["tempo"].append(same_tempo(clip, recon, sr))
+        for k, v in kept(reference, recon, sr).items():
+            res[k].append(v)
         if with_opus:
             opus = opus_round_trip(clip, sr, opus_kbps, workdir)
             res["opus_mel"].append(log_mel_l1(clip, opus, sr))
             res["opus_sisnr"].append(si_snr(clip, opus))
             res["opus_chroma"].append(chroma_cos(clip, opus, sr))
-            res["opus_key"].append(same_key(clip, opus, sr))
-            res["opus_mode"].append(same_key(clip, opus, sr, mode_only=True))
-            res["opus_tempo"].append(same_tempo(clip, opus, sr))
+            for k, v in kept(reference, opus, sr).items():
+                res[f"opus_{k}"].append(v)
     return {k: float(np.nanmean(v)) for k, v in res.items() if v}
 
 
@@ -240,25 +240,13 @@ def chroma_cos(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
     return float(chroma_cosine_similarity(x[None], y[None], sample_rate))
 
 
-def same_key(x: torch.Tensor, y: torch.Tensor, sample_rate: int, mode_only: bool = False) -> float:
-    """1.0 when the key-profile estimator finds the same key (or, with ``mode_only``, the same
-    mode) in the reconstruction as in the reference."""
-    from tunecraft.eval.attributes import estimate_key
-
-    kx = estimate_key(x.mean(0).numpy(), sample_rate)[:2]
-    ky = estimate_key(y.mean(0).numpy(), sample_rate)[:2]
-    return float(kx[1] == ky[1]) if mode_only else float(kx == ky)
-
-
-def same_tempo(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
-    """1.0 when the tempo estimator's figure for the reconstruction is within 6% of the
-    reference's (the evaluation's tempo criterion): a codec that smears onsets fails here."""
-    from tunecraft.eval.attributes import estimate_tempo, tempo_match
-
-    tx = estimate_tempo(x.mean(0).numpy(), sample_rate)
-    if tx <= 0:
-        return float("nan")
-    return float(tempo_match(estimate_tempo(y.mean(0).numpy(), sample_rate), tx))
+def kept(reference: Dict, y: torch.Tensor, sample_rate: int) -> Dict[str, float]:
+    """Whether ``y`` keeps the key, the mode and the tempo (within 6%) that the evaluation's
+    analyzers found in the reference (``reference``: its :func:`estimate_attributes`); 1.0 / 0.0,
+    tempo NaN when the reference has no onsets."""
+    hits = attribute_hits(estimate_attributes(y, sample_rate), reference)
+    return {"key": float(hits["key_acc"]), "mode": float(hits["mode_acc"]),
+            "tempo": float(hits["tempo_acc"]) if "tempo_acc" in hits else float("nan")}
 
 
 def check_codebooks_used(codec: RVQCodec, clip: torch.Tensor, k: int) -> None:

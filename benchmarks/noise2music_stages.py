@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tunecraft.audio import LogMel, load_audio  # noqa: E402
 from tunecraft.data.manifest import resolve_split  # noqa: E402
-from tunecraft.eval.attributes import estimate_key, estimate_tempo, key_match, tempo_match  # noqa: E402
+from tunecraft.eval.attributes import key_match  # noqa: E402
+from tunecraft.eval.metrics import attribute_hits, clip_attributes, estimate_attributes  # noqa: E402
 from tunecraft.noise2music.models import load_stage, mel_frames  # noqa: E402
 
 SR = 16000
@@ -52,8 +53,7 @@ def stage_dir(src: str, tmp: Path):
 
 def logmel_of(mel) -> LogMel:
     """The :class:`LogMel` of a stage's mel configuration (for the Griffin-Lim inversion)."""
-    return LogMel(mel.sample_rate, mel.n_fft, mel.hop_length, mel.win_length, mel.n_mels, mel.f_min, mel.f_max,
-                  mel.min_db, mel.max_db)
+    return LogMel(**mel.to_dict())
 
 
 def clips(corpus: Path, split: str, n: int) -> list[torch.Tensor]:
@@ -69,19 +69,13 @@ def clips(corpus: Path, split: str, n: int) -> list[torch.Tensor]:
     return out
 
 
-def attributes(x: torch.Tensor) -> tuple[tuple[str, str], float]:
-    x = x.float().numpy()
-    return estimate_key(x, SR)[:2], estimate_tempo(x, SR)
-
-
-def kept(refs, outs) -> dict[str, float]:
-    k = m = t = 0
-    for (rk, rt), (ok, ot) in zip(refs, outs):
-        k += rk == ok
-        m += rk[1] == ok[1]
-        t += rt > 0 and tempo_match(ot, rt)
-    n = len(refs)
-    return {"key_kept": k / n, "mode_kept": m / n, "tempo_kept": t / n}
+def kept(refs: list[dict], outs: list[torch.Tensor]) -> dict[str, float]:
+    """Fractions of outputs that keep their reference's key, mode and tempo (the evaluation's
+    criteria, :func:`attribute_hits`; ``refs`` are the references' :func:`estimate_attributes`). A
+    reference without onsets counts as tempo not kept."""
+    hits = [attribute_hits(estimate_attributes(out, SR), ref) for ref, out in zip(refs, outs)]
+    n = len(hits)
+    return {f"{a}_kept": sum(bool(h.get(f"{a}_acc")) for h in hits) / n for a in ("key", "mode", "tempo")}
 
 
 def tone_peaks(voc, steps: int) -> list[dict]:
@@ -126,16 +120,16 @@ def main(argv=None) -> int:
             voc = stage_dir(args.vocoder, Path(tmp))
             lm = logmel_of(voc.config.mel)
             xs = clips(args.corpus, args.split, args.clips)
-            refs = [attributes(x) for x in xs]
+            refs = [estimate_attributes(x, SR) for x in xs]
             mels = [mel_frames(x[None, None], voc.config.mel) for x in xs]
             rows = {}
             t0 = time.time()
-            outs = [attributes(voc.generate(m, steps=args.vocoder_steps, generator=torch.Generator().manual_seed(i))[0, 0])
+            outs = [voc.generate(m, steps=args.vocoder_steps, generator=torch.Generator().manual_seed(i))[0, 0]
                     for i, m in enumerate(mels)]
             rows[f"vocoder ({args.vocoder_steps} steps)"] = dict(kept(refs, outs), seconds=time.time() - t0)
             for it in args.gl_iters:
                 t0 = time.time()
-                outs = [attributes(lm.invert(m, n_iter=it, length=m.shape[-1] * lm.hop_length)[0]) for m in mels]
+                outs = [lm.invert(m, n_iter=it, length=m.shape[-1] * lm.hop_length)[0] for m in mels]
                 rows[f"Griffin-Lim ({it} iterations)"] = dict(kept(refs, outs), seconds=time.time() - t0)
             print(f"### Real spectrograms back to audio ({len(xs)} {args.split}-split clips x 10 s)\n")
             print("| inversion | key kept | mode kept | tempo kept | seconds |\n|---|---|---|---|---|")
@@ -155,11 +149,13 @@ def main(argv=None) -> int:
             for i, row in enumerate(prompts):
                 mel = gen.generate([row["prompt"]], frames=int(10 * lm.frame_rate), steps=args.generator_steps, cfg_scale=args.cfg,
                                    generator=torch.Generator().manual_seed(i))
-                (tonic, mode), bpm = attributes(lm.invert(mel, n_iter=32, length=mel.shape[-1] * lm.hop_length)[0])
-                hits["key"] += key_match(f"{tonic} {mode}", row["key"])
+                audio = lm.invert(mel, n_iter=32, length=mel.shape[-1] * lm.hop_length)[0]
+                found = clip_attributes(audio, SR, {k: row[k] for k in ("bpm", "key", "mode")})
+                tonic = found["estimates"]["key"].split()[0]
+                hits["key"] += found["hits"]["key_acc"]
                 hits["tonic"] += key_match(f"{tonic} {row['mode']}", row["key"])
-                hits["mode"] += mode == row["mode"]
-                hits["tempo"] += tempo_match(bpm, float(row["bpm"]))
+                hits["mode"] += found["hits"]["mode_acc"]
+                hits["tempo"] += found["hits"]["tempo_acc"]
             n = len(prompts)
             acc = {k: v / n for k, v in hits.items()}
             print(f"### Spectrogram generator through Griffin-Lim ({n} prompts of {args.prompts}, "

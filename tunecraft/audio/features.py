@@ -201,6 +201,7 @@ class MelSpectrogram(nn.Module):
         )
         self.register_buffer("mel_fb", torch.from_numpy(np.asarray(fb, dtype=np.float32)), persistent=False)
         self.register_buffer("window", torch.hann_window(self.win_length, periodic=True), persistent=False)
+        self._fb_pinv: torch.Tensor | None = None  # pseudo-inverse of mel_fb, made by the first inverse()
 
     def num_frames(self, length: int) -> int:
         """Frames produced for ``length`` samples."""
@@ -226,8 +227,9 @@ class MelSpectrogram(nn.Module):
         keeps pitch and onsets but sounds phasey."""
         if mel.dim() != 3 or mel.shape[1] != self.n_mels:
             raise InvalidInput(f"expected a mel spectrogram [B, {self.n_mels}, frames], got {tuple(mel.shape)}")
-        fb = self.mel_fb.to(mel.device)
-        spec = torch.matmul(torch.linalg.pinv(fb), mel.float()).clamp_min(0.0)
+        if self._fb_pinv is None or self._fb_pinv.device != mel.device:
+            self._fb_pinv = torch.linalg.pinv(self.mel_fb.to(mel.device))
+        spec = torch.matmul(self._fb_pinv, mel.float()).clamp_min(0.0)
         mag = spec if self.power == 1.0 else spec.pow(1.0 / self.power)
         if self.normalized:
             mag = mag * self.window.sum()

@@ -35,6 +35,7 @@ __all__ = [
     "attribute_hits",
     "chroma_cosine_similarity",
     "clip_attributes",
+    "estimate_attributes",
     "kl_divergence",
     "paired_kl_divergence",
     "permutation_chance",
@@ -203,14 +204,25 @@ def clip_attributes(clip: torch.Tensor, sample_rate: int, target: Mapping[str, A
     exact tonic and mode; ``predicted`` (e.g. the tag classifier's argmax labels) is compared with
     the ``style`` / ``instrument`` targets, case-insensitively (:func:`attribute_hits`).
     """
+    estimates = estimate_attributes(clip, sample_rate, tempo=bool(target.get("bpm")),
+                                    key=bool(target.get("key") or target.get("mode")))
+    return {"estimates": estimates, "hits": attribute_hits(estimates, target, predicted, tempo_tol)}
+
+
+def estimate_attributes(clip: torch.Tensor, sample_rate: int, tempo: bool = True, key: bool = True) -> Dict[str, Any]:
+    """The analyzers' estimates for one clip ``[C, T]`` (channels averaged): ``bpm`` (with
+    ``tempo``; 0.0 when the clip has no onsets) and ``key`` (``"A minor"``), ``mode``,
+    ``key_confidence`` (with ``key``). The dict also serves as a target for :func:`attribute_hits`,
+    which then tells whether another clip keeps this one's tempo, key and mode (a reference without
+    onsets yields no tempo verdict)."""
     x = _np_mono(clip)
     estimates: Dict[str, Any] = {}
-    if target.get("bpm"):
+    if tempo:
         estimates["bpm"] = float(estimate_tempo(x, sample_rate))
-    if target.get("key") or target.get("mode"):
+    if key:
         tonic, mode, conf = estimate_key(x, sample_rate)
         estimates.update(key=f"{tonic} {mode}", mode=mode, key_confidence=float(conf))
-    return {"estimates": estimates, "hits": attribute_hits(estimates, target, predicted, tempo_tol)}
+    return estimates
 
 
 def permutation_chance(estimates: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
