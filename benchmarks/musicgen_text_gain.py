@@ -1,6 +1,6 @@
 """How much a MusicGen LM reads its text: held-out cross-entropy with the real caption, with the
 null condition (what CFG subtracts), with another clip's caption, and with the clip's own caption
-with "major" and "minor" swapped.
+with one fact changed (mode, tempo, tonic).
 
     python benchmarks/musicgen_text_gain.py runs/musicgen-tiny            # newest checkpoint of a run
     python benchmarks/musicgen_text_gain.py runs/musicgen-tiny/checkpoints/step-00002000.pt --clips 64
@@ -9,15 +9,18 @@ The valid split of the run's own recipe (its token cache) is scored in eval mode
 all three conditions. ``shuffled - real`` (nats per token) is the information the LM takes from the
 prompt: 0 means it ignores the text; ``null - real`` is the gap classifier-free guidance amplifies.
 Per-codebook figures are printed too (the first codebook carries most of the musical content).
-``mode_gain`` = CE(caption with the mode swapped) - CE(real caption), over the clips whose caption
-names a mode: what the LM takes from the word "major"/"minor" alone.
+``fact_gain[edit]`` = CE(counterfactual caption) - CE(real caption) over the clips whose caption
+states that fact (:mod:`tunecraft.text.counterfactual`: "major" <-> "minor"; the bpm scaled by
+0.65-0.8 or 1.25-1.55; another tonic): what the LM takes from that fact alone. ``--frames N``
+scores only the first N frames of each clip (where the audio context has not yet revealed the
+facts; the caption-contrast term of ``task.contrast`` works there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import random
 import sys
 from pathlib import Path
 
@@ -28,18 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tunecraft.errors import TunecraftError  # noqa: E402
 
 
-_MODE = re.compile(r"\b(major|minor|Major|Minor|MAJOR|MINOR)\b")
-_SWAP = {"major": "minor", "minor": "major", "Major": "Minor", "Minor": "Major", "MAJOR": "MINOR", "MINOR": "MAJOR"}
-
-
-def swap_mode(text: str) -> str:
-    """``text`` with every "major" and "minor" exchanged (case kept)."""
-    return _MODE.sub(lambda m: _SWAP[m.group(0)], text)
-
-
-def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, split: str | None = None) -> dict:
+def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, split: str | None = None,
+              frames: int | None = None) -> dict:
     """The cross-entropies and gains of the module docstring on ``clips`` clips of ``split``
-    (default: the recipe's validation split)."""
+    (default: the recipe's validation split), on their first ``frames`` frames (default: all)."""
+    from tunecraft.text.counterfactual import EDITS, counterfactual
     from tunecraft.text.states import null_condition
     from tunecraft.train.export import load_run_checkpoint
 
@@ -60,9 +56,15 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
     torch.manual_seed(seed)
     n = min(clips, len(ds))
     sums = {"real": None, "null": None, "shuffled": None}
-    mode_sums = {"real": None, "swapped": None}
-    count = mode_count = 0
+    fact_sums = {e: 0.0 for e in EDITS}
+    fact_counts = {e: 0 for e in EDITS}
+    count = 0
     clips_all = [ds[i] for i in range(n)]
+    if frames is not None:
+        if frames < 1:
+            raise TunecraftError(f"frames must be >= 1, got {frames}")
+        clips_all = [dict(it, codes=it["codes"][:, :frames], mask=it["mask"][:frames]) for it in clips_all]
+    rng = random.Random(seed)
     with torch.no_grad():
         for start in range(0, n, batch):
             items = clips_all[start:start + batch]
@@ -77,22 +79,21 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
                 ce = out.ce_per_codebook.double() * len(items)
                 sums[name] = ce if sums[name] is None else sums[name] + ce
             count += len(items)
-            named = [i for i, t in enumerate(texts) if swap_mode(t) != t]
-            if named:
-                sub = task.collate([items[i] for i in named])
-                for name, caps in (("real", [texts[i] for i in named]), ("swapped", [swap_mode(texts[i]) for i in named])):
-                    out = model.lm.compute_loss(sub["codes"], model.text(caps), None, frame_mask=sub["mask"])
-                    ce = out.ce_per_codebook.double() * len(named)
-                    mode_sums[name] = ce if mode_sums[name] is None else mode_sums[name] + ce
-                mode_count += len(named)
+            real_ce = model.lm.sequence_cross_entropy(b["codes"], real, None, frame_mask=b["mask"])
+            for edit in EDITS:
+                edited = [counterfactual(t, edit, rng) for t in texts]
+                rows = [i for i, t in enumerate(edited) if t is not None]
+                if rows:
+                    ce = model.lm.sequence_cross_entropy(b["codes"][rows], model.text([edited[i] for i in rows]), None,
+                                                         frame_mask=b["mask"][rows])
+                    fact_sums[edit] += float((ce - real_ce[rows]).double().sum())
+                    fact_counts[edit] += len(rows)
     ce = {k: (v / count).tolist() for k, v in sums.items()}
     mean = {k: sum(v) / len(v) for k, v in ce.items()}
-    mode_gain = None
-    if mode_count:
-        m = {k: float(v.mean()) / mode_count for k, v in mode_sums.items()}
-        mode_gain = m["swapped"] - m["real"]
-    return {"mode_clips": mode_count, "mode_gain": mode_gain, "checkpoint": str(path), "step": int(state["step"]), "split": split or task.data.valid_split, "clips": count, "ce_per_codebook": ce,
-            "ce": mean, "text_gain": mean["shuffled"] - mean["real"], "cfg_gap": mean["null"] - mean["real"]}
+    fact_gain = {e: (fact_sums[e] / fact_counts[e] if fact_counts[e] else None) for e in EDITS}
+    return {"checkpoint": str(path), "step": int(state["step"]), "split": split or task.data.valid_split, "clips": count,
+            "frames": frames, "ce_per_codebook": ce, "ce": mean, "text_gain": mean["shuffled"] - mean["real"],
+            "cfg_gap": mean["null"] - mean["real"], "fact_gain": fact_gain, "fact_clips": fact_counts}
 
 
 def main(argv=None) -> int:
@@ -100,22 +101,25 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", help="a musicgen-lm run directory or step-*.pt checkpoint")
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--split", default=None, help="score this split instead of the recipe's validation clips")
+    ap.add_argument("--frames", type=int, default=None, help="score only the first N frames of each clip")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        r = text_gain(args.checkpoint, clips=args.clips, split=args.split)
+        r = text_gain(args.checkpoint, clips=args.clips, split=args.split, frames=args.frames)
     except TunecraftError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{r['checkpoint']} (step {r['step']}, {r['clips']} {r['split']} clips), cross-entropy in nats per token:")
+    span = "" if r["frames"] is None else f", first {r['frames']} frames"
+    print(f"{r['checkpoint']} (step {r['step']}, {r['clips']} {r['split']} clips{span}), cross-entropy in nats per token:")
     for name in ("real", "null", "shuffled"):
         per = " ".join(f"{v:.3f}" for v in r["ce_per_codebook"][name])
         print(f"  {name:9s} {r['ce'][name]:.4f}   per codebook: {per}")
     print(f"text gain (shuffled - real): {r['text_gain']:.4f} nats/token; CFG gap (null - real): {r['cfg_gap']:.4f}")
-    if r["mode_gain"] is not None:
-        print(f"mode gain (mode swapped - real, {r['mode_clips']} clips naming a mode): {r['mode_gain']:.4f} nats/token")
+    for edit, gain in r["fact_gain"].items():
+        if gain is not None:
+            print(f"{edit} gain ({edit} changed - real, {r['fact_clips'][edit]} clips stating it): {gain:.4f} nats/token")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
     return 0

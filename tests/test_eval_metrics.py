@@ -340,6 +340,29 @@ def test_permutation_chance_scores_each_clip_against_the_other_prompts():
         permutation_chance(est, targets[:2])
 
 
+def test_permutation_p_values_separate_following_from_chance():
+    from tunecraft.eval.metrics import hit_matrices, permutation_p_values
+
+    keys = ["C major", "A minor", "G major", "E minor", "D major", "B minor", "F major", "D minor"]
+    targets = [{"key": k, "bpm": 80 + 10 * i} for i, k in enumerate(keys * 4)]  # 32 prompts
+    follows = [{"key": t["key"], "mode": t["key"].split()[1], "bpm": float(t["bpm"])} for t in targets]
+    p = permutation_p_values(follows, targets, draws=2000)
+    assert p["key_acc"] < 0.001 and p["tempo_acc"] < 0.001 and p["mode_acc"] < 0.001
+    # the same estimates against a shuffled pairing: nothing to find (p is uniform-ish, not small)
+    rng = torch.Generator().manual_seed(3)
+    shuffled = [follows[i] for i in torch.randperm(len(follows), generator=rng).tolist()]
+    p = permutation_p_values(shuffled, targets, draws=2000)
+    assert min(p.values()) > 0.01
+    # every clip the same: the accuracy equals every permutation's, so p = 1
+    same = [{"key": "C major", "mode": "major", "bpm": 80.0}] * len(targets)
+    assert permutation_p_values(same, targets, draws=500)["key_acc"] == 1.0
+    h = hit_matrices(follows[:3], [{"key": "C major"}, {}, {"key": "G major"}])
+    assert h["key_acc"].shape == (3, 3) and bool(h["key_acc"][:, 1].isnan().all()) and float(h["key_acc"][0, 0]) == 1.0
+    assert permutation_p_values(follows[:1], targets[:1]) == {}
+    with pytest.raises(InvalidInput):
+        permutation_p_values(follows, targets, draws=0)
+
+
 # ---- clip descriptors, the tag-classifier bundle and its training task --------------------------
 
 

@@ -67,5 +67,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if chance:
             print("chance level (each clip against the other prompts' targets): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in chance.items()))
+        p_values = report.get("p_values") or {}
+        if p_values:
+            print("p-value of each accuracy (permutation test, 10,000 draws): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in p_values.items()))
         print(f"wrote {out}/report.json and {out}/report.html")
     return 0

@@ -38,7 +38,9 @@ __all__ = [
     "estimate_attributes",
     "kl_divergence",
     "paired_kl_divergence",
+    "hit_matrices",
     "permutation_chance",
+    "permutation_p_values",
     "text_audio_similarity",
 ]
 
@@ -225,6 +227,26 @@ def estimate_attributes(clip: torch.Tensor, sample_rate: int, tempo: bool = True
     return estimates
 
 
+def hit_matrices(estimates: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
+                 predicted: Optional[Sequence[Optional[Mapping[str, str]]]] = None,
+                 tempo_tol: float = 0.06) -> Dict[str, torch.Tensor]:
+    """``{attribute: H}`` with ``H [n, n]`` float: 1 where clip ``i``'s estimates hit prompt ``j``'s
+    target, 0 where they miss, NaN where prompt ``j`` does not name the attribute (or clip ``i``
+    gave no estimate for it). The diagonal is the run's own hits."""
+    n = len(estimates)
+    if len(targets) != n or (predicted is not None and len(predicted) != n):
+        raise InvalidInput("hit_matrices needs one target (and prediction) per clip")
+    out: Dict[str, torch.Tensor] = {}
+    for i in range(n):
+        pred = predicted[i] if predicted is not None else None
+        for j in range(n):
+            for k, hit in attribute_hits(estimates[i], targets[j], pred, tempo_tol).items():
+                if k not in out:
+                    out[k] = torch.full((n, n), float("nan"), dtype=torch.float64)
+                out[k][i, j] = float(hit)
+    return out
+
+
 def permutation_chance(estimates: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
                        predicted: Optional[Sequence[Optional[Mapping[str, str]]]] = None,
                        tempo_tol: float = 0.06) -> Dict[str, float]:
@@ -233,20 +255,47 @@ def permutation_chance(estimates: Sequence[Mapping[str, Any]], targets: Sequence
     pairs. It keeps both marginal distributions (what the analyzers tend to output on these clips,
     what the prompts ask for) and breaks only their pairing, so an accuracy above it means the clips
     follow *their own* prompt. ``{}`` with fewer than 2 clips."""
-    n = len(estimates)
-    if len(targets) != n or (predicted is not None and len(predicted) != n):
+    if len(estimates) != len(targets) or (predicted is not None and len(predicted) != len(estimates)):
         raise InvalidInput("permutation_chance needs one target (and prediction) per clip")
-    totals: Dict[str, List[int]] = {}
-    for i in range(n):
-        pred = predicted[i] if predicted is not None else None
-        for j in range(n):
-            if i == j:
-                continue
-            for k, hit in attribute_hits(estimates[i], targets[j], pred, tempo_tol).items():
-                t = totals.setdefault(k, [0, 0])
-                t[0] += int(hit)
-                t[1] += 1
-    return {k: hit / count for k, (hit, count) in totals.items() if count}
+    if len(estimates) < 2:
+        return {}
+    out = {}
+    for k, h in hit_matrices(estimates, targets, predicted, tempo_tol).items():
+        off = h[~torch.eye(h.shape[0], dtype=torch.bool)]
+        off = off[~off.isnan()]
+        if off.numel():
+            out[k] = float(off.mean())
+    return out
+
+
+def permutation_p_values(estimates: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
+                         predicted: Optional[Sequence[Optional[Mapping[str, str]]]] = None,
+                         tempo_tol: float = 0.06, draws: int = 10000, seed: int = 0) -> Dict[str, float]:
+    """One-sided permutation test of each attribute accuracy: the probability that the clips,
+    paired with their prompts at random, hit at least as often as with their own prompts.
+    ``(1 + #{draws with accuracy >= observed}) / (1 + draws)`` over ``draws`` uniform random
+    permutations of the prompts (pairs with no target are left out of both accuracies). Small
+    means the clips follow their own prompts beyond what the analyzers' and prompts' marginals
+    give; ``{}`` with fewer than 2 clips."""
+    n = len(estimates)
+    if n < 2:
+        return {}
+    if draws < 1:
+        raise InvalidInput(f"draws must be >= 1, got {draws}")
+    g = torch.Generator().manual_seed(int(seed))
+    perms = torch.stack([torch.randperm(n, generator=g) for _ in range(draws)])  # [draws, n]
+    rows = torch.arange(n).expand(draws, n)
+    out = {}
+    for k, h in hit_matrices(estimates, targets, predicted, tempo_tol).items():
+        diag = h.diagonal()
+        if bool(diag.isnan().all()):
+            continue
+        observed = float(diag[~diag.isnan()].mean())
+        sample = h[rows, perms]  # [draws, n]
+        valid = ~sample.isnan()
+        acc = torch.where(valid, sample, torch.zeros((), dtype=sample.dtype)).sum(1) / valid.sum(1).clamp(min=1)
+        out[k] = float((1 + int((acc >= observed - 1e-12).sum())) / (1 + draws))
+    return out
 
 
 def attribute_accuracy(clips: Sequence[torch.Tensor], sample_rate: int, targets: Sequence[Mapping[str, Any]],

@@ -173,7 +173,9 @@ def render_html(report: Mapping[str, Any], images: Mapping[int, bytes]) -> str:
     parts.append("<h2>Summary</h2>" + _table(rows, ["metric", "value", "prompts", "meaning"]))
     for key, title in (("reference_accuracy", "The same analyzers on the reference clips (their ceiling on this set)"),
                        ("chance_accuracy", "Chance level of the generated clips (each scored against the other "
-                                           "prompts' targets)")):
+                                           "prompts' targets)"),
+                       ("p_values", "p-value of each accuracy against that chance (one-sided permutation test, "
+                                    "10,000 draws)")):
         acc = report.get(key) or {}
         if acc:
             parts.append(f"<p class='meta'>{title}: "

@@ -28,7 +28,9 @@
      ``reference_accuracy`` holds the same accuracies measured on the references (the analyzers'
      ceiling) and ``chance_accuracy`` their chance level on this run
      (:func:`~tunecraft.eval.metrics.permutation_chance`: each clip scored against the other
-     prompts' targets);
+     prompts' targets), ``p_values`` a one-sided permutation test of each accuracy against that
+     pairing (:func:`~tunecraft.eval.metrics.permutation_p_values`, 10,000 draws: small means
+     the clips follow their own prompts);
 
 5. ``report.json`` and ``report.html`` (:mod:`tunecraft.eval.report`) with the per-prompt rows,
    timings, settings, the system and the command line.
@@ -269,7 +271,7 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
     from .classifiers import TagClassifier
     from .fad import GaussianStats, JointAudioEmbedder, get_embedder
     from .metrics import (KLDivergenceMetric, chroma_cosine_similarity, clip_attributes, kl_divergence,
-                          permutation_chance)
+                          permutation_chance, permutation_p_values)
 
     joint = JointEmbeddingModel.from_pretrained(settings.joint)
     classifier = TagClassifier.from_pretrained(settings.classifier)
@@ -352,8 +354,9 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
         counts[name] = len(hits)
     counts["fad"] = len(gen_emb) if fad is not None else 0
     reference_accuracy = {k: sum(v) / len(v) for k, v in ref_hits.items()}
-    chance_accuracy = permutation_chance([r["estimates"] for r in rows], [items[i].targets for i in range(len(rows))],
-                                         [r["predicted"] for r in rows])
+    pairing = ([r["estimates"] for r in rows], [items[i].targets for i in range(len(rows))], [r["predicted"] for r in rows])
+    chance_accuracy = permutation_chance(*pairing)
+    p_values = permutation_p_values(*pairing)
 
     report: Dict[str, Any] = {
         "tunecraft_version": __version__,
@@ -372,6 +375,7 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
         "counts": counts,
         "reference_accuracy": reference_accuracy,
         "chance_accuracy": chance_accuracy,
+        "p_values": p_values,
         "timings": {},
         "notes": notes,
         "rows": rows,

@@ -447,6 +447,26 @@ class CodecLM(nn.Module):
         ce = torch.stack(ces)
         return LMLoss(loss=ce.mean(), ce_per_codebook=ce)
 
+    def sequence_cross_entropy(self, codes: torch.Tensor, text: TextStates | None = None,
+                               chroma: torch.Tensor | None = None, *,
+                               frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B]``: each row's mean cross-entropy (nats per token, over every codebook and the
+        positions the pattern predicts), teacher forced and never with condition dropout."""
+        self._check_sequence(codes, "codes")
+        B, K, T = codes.shape
+        if T == 0:
+            raise InvalidInput("codes have no frames")
+        out = self.compute_predictions(codes, self._check_text(text, B), self._check_chroma(chroma, B))
+        mask = out.mask
+        if frame_mask is not None:
+            if frame_mask.dtype != torch.bool or tuple(frame_mask.shape) != (B, T):
+                raise InvalidInput(f"frame_mask must be bool [B, T] = {(B, T)}, got {frame_mask.dtype} {tuple(frame_mask.shape)}")
+            mask = mask & frame_mask.to(mask.device).unsqueeze(1)
+        logits = torch.where(mask.unsqueeze(-1), out.logits, torch.zeros((), dtype=out.logits.dtype, device=out.logits.device))
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none").view(B, K, T)
+        m = mask.to(ce.dtype)
+        return (ce * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp(min=1.0)
+
     # ------------------------------------------------------------------ generation
     def _window_plan(self, prompt_len: int, total: int, max_context: int, stride: int) -> list[tuple[int, int]]:
         """``[(context_frames, window_frames)]``: each window re-encodes its context and fills the rest."""

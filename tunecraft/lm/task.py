@@ -43,6 +43,7 @@ from ..train.task import TrainTask, register_task
 from .model import CodecLM, CodecLMConfig
 
 __all__ = [
+    "CaptionContrastConfig",
     "ConditionedLM",
     "MusicGenDataConfig",
     "MusicGenTaskConfig",
@@ -55,6 +56,40 @@ __all__ = [
 TOKEN_CACHE_VERSION = 1
 #: chromagram settings of the melody condition (audiocraft's ChromaExtractor: 2**12 window)
 CHROMA_RADIX2_EXP = 12
+
+
+@dataclasses.dataclass
+class CaptionContrastConfig(Config):
+    """``[task.contrast]`` of ``musicgen-lm``: a caption-contrast term added to the loss (off when
+    ``weight`` is 0, the default; not part of the MusicGen paper).
+
+    For up to ``items`` clips of each batch whose caption states one of ``edits`` (see
+    :mod:`tunecraft.text.counterfactual`: ``mode``, ``tempo``, ``tonic``), the caption gets one
+    fact changed and the first ``frames`` frames are scored with both captions (teacher forced,
+    no condition dropout). With ``gap`` = CE(counterfactual) - CE(real), in nats per token, the
+    term is ``weight * mean(relu(margin - gap))``: the LM is asked to find the real caption more
+    likely by at least ``margin``. Plain next-token training gives a fact a gradient only where
+    the audio context has not yet revealed it (the first frames), so a small LM can learn to
+    ignore a subtle fact such as the mode; the term is a direct signal for it.
+    """
+
+    weight: float = 0.0
+    margin: float = 0.05
+    frames: int = 150
+    items: int = 8
+    edits: Tuple[str, ...] = ("mode", "tempo")
+
+    def __post_init__(self) -> None:
+        from ..text.counterfactual import EDITS
+
+        if self.weight < 0 or self.margin < 0:
+            raise ConfigError(f"contrast weight and margin must be >= 0, got {self.weight}, {self.margin}")
+        if self.frames < 1 or self.items < 1:
+            raise ConfigError(f"contrast frames and items must be >= 1, got {self.frames}, {self.items}")
+        self.edits = tuple(self.edits)
+        bad = [e for e in self.edits if e not in EDITS]
+        if bad or not self.edits:
+            raise ConfigError(f"contrast edits must be a non-empty subset of {', '.join(EDITS)}, got {list(self.edits)}")
 
 
 def _tiny_lm() -> CodecLMConfig:
@@ -73,6 +108,7 @@ class MusicGenTaskConfig(Config):
     default sampling settings; ``description``: one line shown by ``tunecraft systems``;
     ``default``: the exported bundle is its family's default (``--system musicgen``).
     ``sample_seconds``: length of the audio logged every ``train.sample_every`` steps.
+    ``contrast``: the optional caption-contrast term (:class:`CaptionContrastConfig`).
     """
 
     lm: CodecLMConfig = dataclasses.field(default_factory=_tiny_lm)
@@ -86,6 +122,7 @@ class MusicGenTaskConfig(Config):
     description: str = ""
     default: bool = False
     sample_seconds: float = 4.0
+    contrast: CaptionContrastConfig = dataclasses.field(default_factory=CaptionContrastConfig)
 
     def __post_init__(self) -> None:
         if self.num_codebooks < 1:
@@ -268,11 +305,27 @@ class ConditionedLM(nn.Module):
         self.text = TextConditioner.from_config(text)
 
     def forward(self, codes: torch.Tensor, texts: List[str], chroma: Optional[torch.Tensor] = None,
-                frame_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, ce_per_codebook [K])`` of :meth:`CodecLM.compute_loss`."""
+                frame_mask: Optional[torch.Tensor] = None, negatives: Optional[List[Optional[str]]] = None,
+                contrast_frames: int = 0) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(loss, ce_per_codebook [K], gaps)``: the loss of :meth:`CodecLM.compute_loss` and,
+        when ``negatives`` (a counterfactual caption or None per row) is given, ``gaps [n]`` =
+        CE(counterfactual) - CE(real) over the first ``contrast_frames`` frames of each of the
+        ``n`` rows with a counterfactual (else None). Both run in this one forward so that DDP
+        sees a single call."""
         text = self.text(texts) if self.lm.config.text_fuse != "none" else None
         out = self.lm.compute_loss(codes, text, chroma, frame_mask=frame_mask)
-        return out.loss, out.ce_per_codebook
+        gaps = None
+        rows = [i for i, n in enumerate(negatives or []) if n is not None]
+        if rows and text is not None:
+            frames = max(1, min(int(contrast_frames) or codes.shape[2], codes.shape[2]))
+            sub = codes[rows, :, :frames]
+            both = torch.cat([sub, sub])
+            mask = None if frame_mask is None else frame_mask[rows, :frames].repeat(2, 1)
+            cond = self.text([texts[i] for i in rows] + [negatives[i] for i in rows])
+            sub_chroma = None if chroma is None else chroma[rows].repeat(2, 1, 1)
+            ce = self.lm.sequence_cross_entropy(both, cond, sub_chroma, frame_mask=mask)
+            gaps = ce[len(rows):] - ce[: len(rows)]
+        return out.loss, out.ce_per_codebook, gaps
 
 
 @register_task("musicgen-lm")
@@ -392,9 +445,31 @@ class MusicGenTask(TrainTask):
     # ---- steps ------------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: Mapping[str, Any], step: int,
                       phase: str = "main") -> Tuple[torch.Tensor, Mapping[str, Any]]:
-        loss, ce = model(batch["codes"], batch["text"], batch.get("chroma"), frame_mask=batch["mask"])
+        c = self.config.contrast
+        negatives = self.counterfactuals(batch["text"]) if c.weight > 0 else None
+        loss, ce, gaps = model(batch["codes"], batch["text"], batch.get("chroma"), frame_mask=batch["mask"],
+                               negatives=negatives, contrast_frames=c.frames)
         logs = {f"ce_q{k}": ce[k].detach() for k in range(ce.shape[0])}
+        if gaps is not None:
+            hinge = torch.relu(c.margin - gaps).mean()
+            loss = loss + c.weight * hinge
+            logs.update(contrast_gap=gaps.detach().mean(), contrast_hinge=hinge.detach())
         return loss, logs
+
+    def counterfactuals(self, texts: List[str]) -> List[Optional[str]]:
+        """One counterfactual caption (``task.contrast.edits``) or None per caption, for at most
+        ``task.contrast.items`` of them; draws from the global torch RNG (seeded per step)."""
+        import random
+
+        from ..text.counterfactual import pick_counterfactual
+
+        c = self.config.contrast
+        rng = random.Random(int(torch.randint(2**31 - 1, ()).item()))
+        out: List[Optional[str]] = []
+        for text in texts:
+            picked = pick_counterfactual(text, c.edits, rng) if sum(o is not None for o in out) < c.items else None
+            out.append(None if picked is None else picked[1])
+        return out
 
     def system(self, model: nn.Module):
         """A :class:`~tunecraft.systems.musicgen.MusicGen` around the trained parts."""

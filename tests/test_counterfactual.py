@@ -1,0 +1,49 @@
+"""Counterfactual captions (tunecraft.text.counterfactual): one stated fact changed, nothing else."""
+
+import random
+import re
+
+import pytest
+
+from tunecraft.errors import InvalidInput
+from tunecraft.text.counterfactual import EDITS, counterfactual, pick_counterfactual
+
+CAPTION = ("A cheerful folk tune in the key of Db major at a tempo of 82 BPM. "
+           "Tags: folk, Db major, 82 bpm, a minor-key bridge")
+
+
+def test_mode_swaps_every_major_and_minor_keeping_case():
+    out = counterfactual("Key: A Minor. MAJOR lift, minor turn", "mode")
+    assert out == "Key: A Major. MINOR lift, major turn"
+    assert counterfactual(counterfactual(CAPTION, "mode"), "mode") == CAPTION  # an involution
+    assert counterfactual("a calm piano piece", "mode") is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tempo_moves_every_bpm_by_one_factor_outside_the_hit_window(seed):
+    out = counterfactual(CAPTION, "tempo", random.Random(seed))
+    bpms = [int(b) for b in re.findall(r"(\d+) ?bpm", out, flags=re.IGNORECASE)]
+    assert len(bpms) == 2 and bpms[0] == bpms[1]
+    assert abs(bpms[0] / 82 - 1) > 0.15  # never within the evaluation's 6 %
+    assert re.sub(r"\d+", "N", out) == re.sub(r"\d+", "N", CAPTION)  # nothing else changed
+    assert counterfactual("slow and sad, 200 bpm", "tempo", random.Random(seed)) is not None
+    assert counterfactual("slow and sad", "tempo") is None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_tonic_moves_every_key_by_one_interval_and_leaves_articles_alone(seed):
+    out = counterfactual(CAPTION, "tonic", random.Random(seed))
+    keys = re.findall(r"\b([A-G][#b]?) major\b", out)
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0] not in ("Db", "C#")
+    assert out.endswith("a minor-key bridge")  # "a minor" is an article, not A minor
+    assert counterfactual("in a minor key", "tonic") is None
+
+
+def test_pick_draws_among_the_stated_facts_and_rejects_unknown_edits():
+    rng = random.Random(0)
+    picked = {pick_counterfactual("C minor at 90 bpm", EDITS, rng)[0] for _ in range(60)}
+    assert picked == {"mode", "tempo", "tonic"}
+    assert pick_counterfactual("C minor", ("tempo", "mode"), rng) == ("mode", "C major")
+    assert pick_counterfactual("no facts at all", EDITS, rng) is None
+    with pytest.raises(InvalidInput, match="unknown caption edit"):
+        counterfactual(CAPTION, "genre")
