@@ -16,6 +16,14 @@ through the vocoder show whether its output peaks (above 20 Hz) where the input 
 upsampling artefacts (fs/4, fs/2 of a transposed-convolution stride 4). Generator part: each prompt's spectrogram
 (``--generator-steps``, CFG ``--cfg``, seed = row index) is inverted by Griffin-Lim (32 iterations)
 and scored against the prompt's targets (key exact, tonic, mode, tempo within 6%).
+
+Text gain of a generator (``--text-gain STAGE``: the spectrogram or waveform generator): its
+denoising loss on the first ``--clips`` clips of ``--split`` (first 10 s, each with its first
+caption) at fixed diffusion times and noise, with the real caption, another clip's caption and
+the null condition. ``other - real`` is what the stage takes from the prompt (0: it ignores the
+text, and no CFG scale can make it follow one)::
+
+    python benchmarks/noise2music_stages.py --text-gain runs/n2m-spec-generator --clips 16
 """
 
 from __future__ import annotations
@@ -69,6 +77,47 @@ def clips(corpus: Path, split: str, n: int) -> list[torch.Tensor]:
     return out
 
 
+def captioned_clips(corpus: Path, split: str, n: int, sample_rate: int) -> tuple[list[torch.Tensor], list[str]]:
+    """The first ``n`` clips of a split (mono, first 10 s at ``sample_rate``) with the first
+    caption of each clip's sidecar."""
+    manifest = resolve_split(corpus, split)
+    if manifest is None:
+        raise SystemExit(f"{corpus} has no {split} split (make the corpus with `tunecraft data synth`)")
+    wavs, texts = [], []
+    for line in Path(manifest).read_text().splitlines()[:n]:
+        meta = json.loads(line)
+        base = Path(manifest).parent
+        path = Path(meta["path"])
+        wav, _ = load_audio(path if path.is_absolute() else base / path, sample_rate=sample_rate, channels=1)
+        info = Path(meta.get("info_path") or path.with_suffix(".json"))
+        info = info if info.is_absolute() else base / info
+        caps = json.loads(info.read_text()).get("captions") or [""]
+        wavs.append(wav[:, : 10 * sample_rate])
+        texts.append(caps[0])
+    return wavs, texts
+
+
+def text_gain(stage, corpus: Path, split: str, n: int, times=(0.2, 0.4, 0.6, 0.8, 0.95)) -> list[dict]:
+    """Denoising loss of a text-conditioned generator at each diffusion time in ``times`` (same
+    noise for the three conditions) with the real caption, the next clip's caption and no text."""
+    if not stage.uses_text or stage.aligned_keys:
+        raise SystemExit(f"--text-gain takes a text-to-audio generator, not the {stage.stage_name}")
+    wavs, texts = captioned_clips(corpus, split, n, stage.data_sample_rate(stage.config))
+    multiple = stage.crop_multiple(stage.config)
+    length = min(w.shape[-1] for w in wavs) // multiple * multiple
+    x0 = torch.stack([stage.prepare_example(stage.config, w[:, :length])["x0"] for w in wavs])
+    others = texts[1:] + texts[:1]
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for tv in times:
+        t = torch.full((len(texts),), float(tv))
+        noise = torch.randn(x0.shape, generator=g)
+        loss = {name: float(stage.objective.loss(lambda x, tt: stage(x, tt, text=caps), x0, t=t, noise=noise))
+                for name, caps in (("real", texts), ("other", others), ("null", [""] * len(texts)))}
+        rows.append(dict(t=tv, **loss, gain=loss["other"] - loss["real"]))
+    return rows
+
+
 def kept(refs: list[dict], outs: list[torch.Tensor]) -> dict[str, float]:
     """Fractions of outputs that keep their reference's key, mode and tempo (the evaluation's
     criteria, :func:`attribute_hits`; ``refs`` are the references' :func:`estimate_attributes`). A
@@ -109,10 +158,11 @@ def main(argv=None) -> int:
     p.add_argument("--generator-steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--text-gain", default=None, metavar="STAGE")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.vocoder is None and args.generator is None:
-        p.error("give --vocoder and/or --generator")
+    if args.vocoder is None and args.generator is None and args.text_gain is None:
+        p.error("give --vocoder, --generator and/or --text-gain")
     torch.set_num_threads(args.threads)
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
@@ -163,6 +213,15 @@ def main(argv=None) -> int:
             print("| key exact | tonic | mode | tempo within 6% |\n|---|---|---|---|")
             print(f"| {acc['key']:.3f} | {acc['tonic']:.3f} | {acc['mode']:.3f} | {acc['tempo']:.3f} |\n")
             report["generator"] = acc
+        if args.text_gain is not None:
+            stage = stage_dir(args.text_gain, Path(tmp)).eval()
+            rows = text_gain(stage, args.corpus, args.split, args.clips)
+            print(f"### Text gain of {args.text_gain} ({args.clips} {args.split}-split clips, denoising loss)\n")
+            print("| t | real caption | other caption | no text | other - real |\n|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r['t']:g} | {r['real']:.4f} | {r['other']:.4f} | {r['null']:.4f} | {r['gain']:.4f} |")
+            print()
+            report["text_gain"] = rows
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

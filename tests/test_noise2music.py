@@ -609,3 +609,25 @@ def test_quality_benchmark_sweeps_guidance_schedules_and_steps(bundle, tmp_path)
     assert report["settings"]["options"] == {"path": "waveform", "cfg_scale": 4.0, "step_schedule": "uniform"}
     assert (out / "guidance_schedule.png").stat().st_size > 0 and (out / "steps_time.png").stat().st_size > 0
     assert bench.main(["--system", str(bundle), "--cfgs", "-1", "--out", str(out)]) == 2
+
+
+def test_stage_benchmark_text_gain(stages, corpus, tmp_path, capsys):
+    """benchmarks/noise2music_stages.py --text-gain: real / other / null caption losses of a text
+    generator at fixed times and noise; stages with aligned inputs are refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "n2m_stages", Path(__file__).resolve().parent.parent / "benchmarks" / "noise2music_stages.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in ("spectrogram_generator", "waveform_generator"):
+        rows = bench.text_gain(stages[name], corpus, "train", 3, times=(0.3, 0.9))
+        assert [r["t"] for r in rows] == [0.3, 0.9]
+        for r in rows:
+            assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("real", "other", "null"))
+            assert r["gain"] == r["other"] - r["real"] and r["real"] != r["other"]  # the text reaches the output
+    with pytest.raises(SystemExit, match="text-to-audio generator"):
+        bench.text_gain(stages["waveform_cascader"], corpus, "train", 3)
+    path = stages["spectrogram_generator"].save_pretrained(tmp_path / "sg")
+    assert bench.main(["--text-gain", str(path), "--corpus", str(corpus), "--split", "train", "--clips", "2"]) == 0
+    assert "| 0.95 |" in capsys.readouterr().out
