@@ -340,6 +340,27 @@ def test_permutation_chance_scores_each_clip_against_the_other_prompts():
         permutation_chance(est, targets[:2])
 
 
+def test_tempo_steady_tells_a_steady_beat_from_a_drifting_one():
+    from tunecraft.eval.metrics import tempo_steady
+
+    sr = 22050
+
+    def clicks(bpms):  # one click track per half, at the given tempi
+        halves = []
+        for bpm in bpms:
+            x = np.zeros(5 * sr, dtype=np.float32)
+            for t in np.arange(0, 5, 60.0 / bpm):
+                i = int(t * sr)
+                x[i: i + 200] += np.hanning(200).astype(np.float32)
+            halves.append(x)
+        return torch.from_numpy(np.concatenate(halves))[None]
+
+    assert tempo_steady(clicks([100, 100]), sr) is True
+    assert tempo_steady(clicks([100, 140]), sr) is False
+    assert tempo_steady(torch.zeros(1, 10 * sr), sr) is None  # no onsets
+    assert tempo_steady(clicks([100])[:, : 3 * sr], sr) is None  # too short to halve
+
+
 def test_permutation_p_values_separate_following_from_chance():
     from tunecraft.eval.metrics import hit_matrices, permutation_p_values
 

@@ -144,6 +144,10 @@ def test_eval_writes_report_json_and_html(echo_run):
     # the attribute accuracies equal those of the analyzers on the references themselves
     for key in ("tempo_acc", "key_acc", "mode_acc", "style_acc", "instrument_acc"):
         assert m[key] == report["reference_accuracy"][key]
+    # so do the rhythm steadiness and the permutation test (p in (0, 1] for every accuracy)
+    assert m["tempo_steady"] == report["reference_accuracy"]["tempo_steady"]
+    assert set(report["p_values"]) == set(report["chance_accuracy"])
+    assert all(0 < p <= 1 for p in report["p_values"].values())
     assert report["counts"]["chroma"] == N and report["counts"]["tempo_acc"] == N
     assert report["system"]["name"] == str(b) and report["system"]["family"] == "composer-test"
     assert report["command"].startswith(f"tunecraft eval --system {b}") and "--limit 3" in report["command"]

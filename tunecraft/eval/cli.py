@@ -61,7 +61,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not quiet:
         m = report["metrics"]
         shown = ", ".join(f"{k} {m[k]:.3f}" for k in ("fad", "kld", "text_audio", "chroma", "tempo_acc", "key_acc",
-                                                      "mode_acc") if m.get(k) is not None)
+                                                      "mode_acc", "tempo_steady") if m.get(k) is not None)
         print(f"{report['prompts']['count']} prompts in {report['timings']['total_s']:.1f} s: {shown}")
         chance = report.get("chance_accuracy") or {}
         if chance:

@@ -39,6 +39,7 @@ __all__ = [
     "kl_divergence",
     "paired_kl_divergence",
     "hit_matrices",
+    "tempo_steady",
     "permutation_chance",
     "permutation_p_values",
     "text_audio_similarity",
@@ -225,6 +226,21 @@ def estimate_attributes(clip: torch.Tensor, sample_rate: int, tempo: bool = True
         tonic, mode, conf = estimate_key(x, sample_rate)
         estimates.update(key=f"{tonic} {mode}", mode=mode, key_confidence=float(conf))
     return estimates
+
+
+def tempo_steady(clip: torch.Tensor, sample_rate: int, tempo_tol: float = 0.06, min_seconds: float = 4.0) -> Optional[bool]:
+    """Whether a clip ``[C, T]`` keeps one tempo: the tempo estimates of its first and second
+    halves agree within ``tempo_tol`` (the tolerance of the tempo accuracy). ``None`` for clips
+    shorter than ``min_seconds`` or a half without onsets. A system whose rhythm drifts cannot
+    follow a requested tempo, whatever its text conditioning; the composer's clips agree on ~90%."""
+    x = _np_mono(clip)
+    if x.shape[-1] < min_seconds * sample_rate:
+        return None
+    h = x.shape[-1] // 2
+    a, b = float(estimate_tempo(x[:h], sample_rate)), float(estimate_tempo(x[h:], sample_rate))
+    if a <= 0 or b <= 0:
+        return None
+    return bool(tempo_match(a, b, tempo_tol))
 
 
 def hit_matrices(estimates: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],

@@ -41,6 +41,7 @@ METRIC_HELP: Dict[str, str] = {
     "text_audio_reference": "the same for the reference clips (what a perfect system would get)",
     "chroma": "chroma cosine similarity of generation and reference (melody adherence, higher is better)",
     "tempo_acc": "estimated tempo within 6% of the prompt's BPM",
+    "tempo_steady": "the two halves of the generation get the same tempo estimate (within 6%): a steady rhythm",
     "key_acc": "estimated key equals the prompt's key (tonic and mode)",
     "mode_acc": "estimated mode equals the prompt's mode",
     "style_acc": "tag classifier's style equals the prompt's style",

@@ -30,7 +30,10 @@
      (:func:`~tunecraft.eval.metrics.permutation_chance`: each clip scored against the other
      prompts' targets), ``p_values`` a one-sided permutation test of each accuracy against that
      pairing (:func:`~tunecraft.eval.metrics.permutation_p_values`, 10,000 draws: small means
-     the clips follow their own prompts);
+     the clips follow their own prompts); ``tempo_steady`` - share of generations whose two
+     halves get the same tempo estimate (within 6 %; :func:`~tunecraft.eval.metrics.tempo_steady`),
+     with the references' share in ``reference_accuracy``: a drifting rhythm cannot follow a
+     requested tempo;
 
 5. ``report.json`` and ``report.html`` (:mod:`tunecraft.eval.report`) with the per-prompt rows,
    timings, settings, the system and the command line.
@@ -271,7 +274,7 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
     from .classifiers import TagClassifier
     from .fad import GaussianStats, JointAudioEmbedder, get_embedder
     from .metrics import (KLDivergenceMetric, chroma_cosine_similarity, clip_attributes, kl_divergence,
-                          permutation_chance, permutation_p_values)
+                          permutation_chance, permutation_p_values, tempo_steady)
 
     joint = JointEmbeddingModel.from_pretrained(settings.joint)
     classifier = TagClassifier.from_pretrained(settings.classifier)
@@ -301,6 +304,7 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
         predicted = {f: row["predicted"].get(f) for f in ("style", "instrument") if f in fields}
         attrs = clip_attributes(wav, sr, it.targets, predicted)
         row["estimates"], row["hits"] = attrs["estimates"], attrs["hits"]
+        row["tempo_steady"] = tempo_steady(wav, sr)
         if i in refs:
             rw, rsr = refs[i]
             ra = joint.embed_audio(rw[None], rsr)
@@ -317,6 +321,9 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
             row["reference_estimates"] = rattrs["estimates"]
             for k, v in rattrs["hits"].items():
                 ref_hits.setdefault(k, []).append(bool(v))
+            steady = tempo_steady(rw, rsr)
+            if steady is not None:
+                ref_hits.setdefault("tempo_steady", []).append(steady)
     fad = None
     if settings.reference is not None or refs:
         if isinstance(embedder, JointAudioEmbedder) and settings.reference is None:
@@ -344,8 +351,8 @@ def run_evaluation(settings: EvalSettings, system=None) -> Dict[str, Any]:
         counts.update({"kld": pairs, "kld_rev": pairs, "kld_both": pairs})
     else:
         metrics.update({"kld": None, "kld_rev": None, "kld_both": None})
-    for name in ("text_audio", "text_audio_reference", "chroma"):
-        vals = [r[name] for r in rows if r.get(name) is not None]
+    for name in ("text_audio", "text_audio_reference", "chroma", "tempo_steady"):
+        vals = [float(r[name]) for r in rows if r.get(name) is not None]
         metrics[name] = _mean(vals)
         counts[name] = len(vals)
     for name in _ACC:
