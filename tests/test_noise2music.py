@@ -190,7 +190,13 @@ def test_default_configs_hold_the_paper_structure():
                      SpectrogramVocoderConfig(), SRCascaderConfig())
     assert g.sample_rate == 3200 and c.low_sample_rate == 3200 and c.sample_rate == 16000
     assert (r.low_sample_rate, r.sample_rate) == (16000, 24000)
-    assert s.mel.n_mels == 80 and s.mel.frame_rate == 100 and s.objective.weighting == "sigma"
+    assert s.mel.n_mels == 80 and s.mel.frame_rate == 100
+    # CPU generators use v-prediction (they read the prompt); paper() keeps the paper's objectives
+    assert s.objective.parameterization == g.objective.parameterization == "v"
+    assert c.objective.parameterization == v.objective.parameterization == r.objective.parameterization == "eps"
+    ps = SpectrogramGeneratorConfig.paper()
+    assert (ps.objective.parameterization, ps.objective.weighting) == ("eps", "sigma")
+    assert WaveformGeneratorConfig.paper().objective.parameterization == "eps"
     assert v.unet.total_stride == v.mel.hop_length == 160 and v.unet.text_dim == 0 and r.unet.text_dim == 0
     assert (g.sampling.step_schedule, g.sampling.cfg_scale) == ("front-heavy", 10.0)
     assert (s.sampling.step_schedule, s.sampling.cfg_scale) == ("back-heavy", 5.0)

@@ -6,7 +6,10 @@ diffusion model; :class:`StageConfig` holds what they share:
 * ``unet`` - the U-Net (the CPU defaults below are much smaller than Table 8; ``paper()`` gives
   Table 8's sizes),
 * ``schedule`` / ``objective`` - cosine schedule in log-SNR form, epsilon objective with the simple
-  loss (the spectrogram generator uses the sigma-weighted loss, as the paper found it crucial),
+  loss; the two generators' CPU defaults use v-prediction instead (at this scale an epsilon-trained
+  generator never reads its prompt: ``benchmarks/noise2music_stages.py --text-gain``), their
+  ``paper()`` configs the paper's epsilon objective (sigma-weighted for the spectrogram generator,
+  as the paper found crucial),
 * ``text_encoder`` / ``text_dropout`` - frozen encoder spec (MiniLM by default; the paper uses T5)
   and the 10 % classifier-free-guidance dropout that zeroes the cross-attention output,
 * ``sampling`` - inference defaults: step count, CFG scale, step schedule, stochasticity,
@@ -231,13 +234,15 @@ class WaveformGeneratorConfig(StageConfig):
     CPU default vs Table 8: 4 levels, strides [4, 4, 4, 4] (total 256) instead of 6 x 4; channels
     [32, 64, 128, 192] (16-channel stem) instead of 256 x [1, 1, 2, 3, 4, 4]; 6 residual blocks
     instead of 21; kernel 5 instead of 7; self- and cross-attention in the last 2 levels (paper: 3).
-    Sampling: front-heavy and CFG 10 as in the paper, but 50 steps instead of 1000.
+    Sampling: front-heavy and CFG 10 as in the paper, but 50 steps instead of 1000. Objective:
+    v-prediction instead of epsilon (module docstring).
     """
 
     sample_rate: int = 3200
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
         in_channels=1, text_dim=256, channels=[32, 64, 128, 192], strides=[4, 4, 4, 4], blocks=[1, 1, 2, 2],
         stem_channels=16, self_attention_levels=[2, 3], cross_attention_levels=[2, 3]))
+    objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 10.0, "front-heavy"))
 
     def _check(self) -> None:
@@ -249,8 +254,9 @@ class WaveformGeneratorConfig(StageConfig):
 
     @classmethod
     def paper(cls, **kw) -> "WaveformGeneratorConfig":
-        """Table 8 U-Net, 1000 front-heavy steps, CFG 10."""
+        """Table 8 U-Net, epsilon objective, 1000 front-heavy steps, CFG 10."""
         unet = UNet1DConfig.noise2music(in_channels=1, text_dim=kw.pop("text_dim", 256))
+        kw.setdefault("objective", DiffusionObjectiveConfig())
         return cls(unet=unet, sampling=_sampling(1000, 10.0, "front-heavy"), **kw)
 
 
@@ -287,19 +293,20 @@ class WaveformCascaderConfig(StageConfig):
 
 @dataclass
 class SpectrogramGeneratorConfig(StageConfig):
-    """Text -> 80-bin log-mel at 100 frames/s in [-1, 1]; sigma-weighted loss. Full clips.
+    """Text -> 80-bin log-mel at 100 frames/s in [-1, 1]. Full clips.
 
     CPU default vs Table 8: 4 levels, strides [2, 2, 2, 2] over frames (total 16), channels
     [128, 128, 192, 256] (128-channel stem) instead of 256 x [1, 1, 2, 3, 4, 4]; 6 residual blocks
     instead of 21; kernel 5; self-attention in the last 2 levels, cross-attention in the last 3.
-    Sampling: back-heavy and CFG 5 as in the paper, 50 steps instead of 1000.
+    Sampling: back-heavy and CFG 5 as in the paper, 50 steps instead of 1000. Objective:
+    v-prediction instead of the paper's sigma-weighted epsilon loss (module docstring).
     """
 
     mel: MelConfig = field(default_factory=MelConfig)
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
         in_channels=80, text_dim=256, channels=[128, 128, 192, 256], strides=[2, 2, 2, 2], blocks=[1, 1, 2, 2],
         stem_channels=128, self_attention_levels=[2, 3], cross_attention_levels=[1, 2, 3]))
-    objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(weighting="sigma"))
+    objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
 
     def _check(self) -> None:
@@ -311,8 +318,10 @@ class SpectrogramGeneratorConfig(StageConfig):
 
     @classmethod
     def paper(cls, **kw) -> "SpectrogramGeneratorConfig":
-        """Table 8 channels/blocks with frame strides [2]*6, 1000 back-heavy steps, CFG 5."""
+        """Table 8 channels/blocks with frame strides [2]*6, sigma-weighted epsilon loss, 1000
+        back-heavy steps, CFG 5."""
         unet = UNet1DConfig.noise2music(in_channels=80, text_dim=kw.pop("text_dim", 256), strides=[2] * 6)
+        kw.setdefault("objective", DiffusionObjectiveConfig(weighting="sigma"))
         return cls(unet=unet, sampling=_sampling(1000, 5.0, "back-heavy"), **kw)
 
 
