@@ -45,5 +45,8 @@ def test_pick_draws_among_the_stated_facts_and_rejects_unknown_edits():
     assert picked == {"mode", "tempo", "tonic"}
     assert pick_counterfactual("C minor", ("tempo", "mode"), rng) == ("mode", "C major")
     assert pick_counterfactual("no facts at all", EDITS, rng) is None
+    # a tempo at the 300 bpm bound cannot always move: then nothing, never ("tempo", None)
+    picks = [pick_counterfactual("300 bpm", ("tempo",), random.Random(s)) for s in range(20)]
+    assert None in picks and all(p is None or (p[0] == "tempo" and p[1] != "300 bpm") for p in picks)
     with pytest.raises(InvalidInput, match="unknown caption edit"):
         counterfactual(CAPTION, "genre")

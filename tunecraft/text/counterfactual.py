@@ -32,6 +32,8 @@ EDITS: Tuple[str, ...] = ("mode", "tempo", "tonic")
 _MODE = re.compile(r"\b(major|minor)\b", re.IGNORECASE)
 _BPM = re.compile(r"\b(\d{2,3}(?:\.\d+)?)(\s*)(bpm)\b", re.IGNORECASE)
 _KEY = re.compile(r"\b([A-G])([#b]?)(\s+)((?i:major|minor))\b")  # capital letter: "a minor" is not A
+#: what a caption must contain for each edit to apply
+_STATED = {"mode": _MODE, "tempo": _BPM, "tonic": _KEY}
 _TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _TEMPO_FACTORS = ((0.65, 0.8), (1.25, 1.55))
@@ -84,10 +86,12 @@ def counterfactual(text: str, edit: str, rng: Optional[random.Random] = None) ->
 
 def pick_counterfactual(text: str, edits: Sequence[str], rng: Optional[random.Random] = None) -> Optional[Tuple[str, str]]:
     """``(edit, counterfactual)`` for one of ``edits`` drawn uniformly among those the caption
-    states, or ``None`` when it states none of them."""
+    states, or ``None`` when it states none of them (or the drawn tempo edit is clipped away:
+    a caption at 300 bpm asked to go faster)."""
     rng = rng if rng is not None else random.Random()
-    options = [e for e in edits if counterfactual(text, e, random.Random(0)) is not None]
+    options = [e for e in edits if _STATED[e].search(text)]
     if not options:
         return None
     edit = options[rng.randrange(len(options))]
-    return edit, counterfactual(text, edit, rng)
+    new = counterfactual(text, edit, rng)
+    return None if new is None else (edit, new)
