@@ -415,6 +415,29 @@ class CodecLM(nn.Module):
         logits, _, mask = pattern.revert_pattern_logits(logits.permute(0, 3, 1, 2), float("nan"))
         return LMOutput(logits=logits.permute(0, 2, 3, 1), mask=mask.unsqueeze(0).expand(B, -1, -1))
 
+    def _scored_predictions(self, codes: torch.Tensor, text: TextStates | None, chroma: torch.Tensor | None,
+                            frame_mask: torch.Tensor | None, drop: bool,
+                            generator: torch.Generator | None = None) -> tuple[LMOutput, torch.Tensor]:
+        """The inputs checked, the conditions dropped when ``drop`` (``cfg_dropout`` /
+        ``chroma_dropout``, draws from ``generator``), the teacher-forced predictions and the
+        ``[B, K, T]`` mask of the positions that count: those the pattern predicts, within
+        ``frame_mask [B, T]`` (True = real frame)."""
+        self._check_sequence(codes, "codes")
+        B, K, T = codes.shape
+        if T == 0:
+            raise InvalidInput("codes have no frames")
+        text = self._check_text(text, B)
+        chroma = self._check_chroma(chroma, B)
+        if drop:
+            text, chroma = self._drop_conditions(text, chroma, B, generator)
+        out = self.compute_predictions(codes, text, chroma)
+        mask = out.mask
+        if frame_mask is not None:
+            if frame_mask.dtype != torch.bool or tuple(frame_mask.shape) != (B, T):
+                raise InvalidInput(f"frame_mask must be bool [B, T] = {(B, T)}, got {frame_mask.dtype} {tuple(frame_mask.shape)}")
+            mask = mask & frame_mask.to(mask.device).unsqueeze(1)
+        return out, mask
+
     def compute_loss(self, codes: torch.Tensor, text: TextStates | None = None, chroma: torch.Tensor | None = None,
                      *, frame_mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> LMLoss:
         """Cross-entropy per codebook on the positions the pattern predicts, averaged over codebooks.
@@ -423,20 +446,8 @@ class CodecLM(nn.Module):
         ``chroma_dropout`` (draws from ``generator``). ``frame_mask [B, T]`` (True = real frame)
         excludes padded frames.
         """
-        self._check_sequence(codes, "codes")
-        B, K, T = codes.shape
-        if T == 0:
-            raise InvalidInput("codes have no frames")
-        text = self._check_text(text, B)
-        chroma = self._check_chroma(chroma, B)
-        if self.training:
-            text, chroma = self._drop_conditions(text, chroma, B, generator)
-        out = self.compute_predictions(codes, text, chroma)
-        mask = out.mask
-        if frame_mask is not None:
-            if frame_mask.dtype != torch.bool or tuple(frame_mask.shape) != (B, T):
-                raise InvalidInput(f"frame_mask must be bool [B, T] = {(B, T)}, got {frame_mask.dtype} {tuple(frame_mask.shape)}")
-            mask = mask & frame_mask.to(mask.device).unsqueeze(1)
+        out, mask = self._scored_predictions(codes, text, chroma, frame_mask, drop=self.training, generator=generator)
+        K = codes.shape[1]
         ces = []
         for k in range(K):
             m = mask[:, k]
@@ -452,16 +463,8 @@ class CodecLM(nn.Module):
                                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B]``: each row's mean cross-entropy (nats per token, over every codebook and the
         positions the pattern predicts), teacher forced and never with condition dropout."""
-        self._check_sequence(codes, "codes")
+        out, mask = self._scored_predictions(codes, text, chroma, frame_mask, drop=False)
         B, K, T = codes.shape
-        if T == 0:
-            raise InvalidInput("codes have no frames")
-        out = self.compute_predictions(codes, self._check_text(text, B), self._check_chroma(chroma, B))
-        mask = out.mask
-        if frame_mask is not None:
-            if frame_mask.dtype != torch.bool or tuple(frame_mask.shape) != (B, T):
-                raise InvalidInput(f"frame_mask must be bool [B, T] = {(B, T)}, got {frame_mask.dtype} {tuple(frame_mask.shape)}")
-            mask = mask & frame_mask.to(mask.device).unsqueeze(1)
         logits = torch.where(mask.unsqueeze(-1), out.logits, torch.zeros((), dtype=out.logits.dtype, device=out.logits.device))
         ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none").view(B, K, T)
         m = mask.to(ce.dtype)

@@ -467,7 +467,7 @@ class MusicGenTask(TrainTask):
         rng = random.Random(int(torch.randint(2**31 - 1, ()).item()))
         out: List[Optional[str]] = []
         for text in texts:
-            picked = pick_counterfactual(text, c.edits, rng) if sum(o is not None for o in out) < c.items else None
+            picked = pick_counterfactual(text, c.edits, rng) if len(out) - out.count(None) < c.items else None
             out.append(None if picked is None else picked[1])
         return out
 
