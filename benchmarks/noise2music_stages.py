@@ -64,36 +64,34 @@ def logmel_of(mel) -> LogMel:
     return LogMel(**mel.to_dict())
 
 
-def clips(corpus: Path, split: str, n: int) -> list[torch.Tensor]:
+def split_clips(corpus: Path, split: str, n: int, sample_rate: int = SR) -> list[tuple[torch.Tensor, dict, Path]]:
+    """``(wav [1, T], manifest row, manifest folder)`` of the first ``n`` clips of a split: mono,
+    the first 10 s at ``sample_rate``."""
     manifest = resolve_split(corpus, split)
     if manifest is None:
         raise SystemExit(f"{corpus} has no {split} split (make the corpus with `tunecraft data synth`)")
+    base = Path(manifest).parent
     out = []
     for line in Path(manifest).read_text().splitlines()[:n]:
         meta = json.loads(line)
         path = Path(meta["path"])
-        wav, _ = load_audio(path if path.is_absolute() else Path(manifest).parent / path, sample_rate=SR, channels=1)
-        out.append(wav[0, : 10 * SR])
+        wav, _ = load_audio(path if path.is_absolute() else base / path, sample_rate=sample_rate, channels=1)
+        out.append((wav[:, : 10 * sample_rate], meta, base))
     return out
 
 
+def clips(corpus: Path, split: str, n: int) -> list[torch.Tensor]:
+    return [wav[0] for wav, _, _ in split_clips(corpus, split, n)]
+
+
 def captioned_clips(corpus: Path, split: str, n: int, sample_rate: int) -> tuple[list[torch.Tensor], list[str]]:
-    """The first ``n`` clips of a split (mono, first 10 s at ``sample_rate``) with the first
-    caption of each clip's sidecar."""
-    manifest = resolve_split(corpus, split)
-    if manifest is None:
-        raise SystemExit(f"{corpus} has no {split} split (make the corpus with `tunecraft data synth`)")
+    """:func:`split_clips` with the first caption of each clip's sidecar."""
     wavs, texts = [], []
-    for line in Path(manifest).read_text().splitlines()[:n]:
-        meta = json.loads(line)
-        base = Path(manifest).parent
-        path = Path(meta["path"])
-        wav, _ = load_audio(path if path.is_absolute() else base / path, sample_rate=sample_rate, channels=1)
-        info = Path(meta.get("info_path") or path.with_suffix(".json"))
+    for wav, meta, base in split_clips(corpus, split, n, sample_rate):
+        info = Path(meta.get("info_path") or Path(meta["path"]).with_suffix(".json"))
         info = info if info.is_absolute() else base / info
-        caps = json.loads(info.read_text()).get("captions") or [""]
-        wavs.append(wav[:, : 10 * sample_rate])
-        texts.append(caps[0])
+        wavs.append(wav)
+        texts.append((json.loads(info.read_text()).get("captions") or [""])[0])
     return wavs, texts
 
 
