@@ -487,3 +487,34 @@ def test_init_from_warm_starts_matching_tensors_only(tmp_path, capsys):
     assert "keep their fresh values" in err and "differ in shape" in err
     with pytest.raises(InvalidInput, match="no such run directory"):
         train(tmp_path / "bad", "train.steps=1", f"train.init_from={tmp_path / 'missing'}")
+
+
+def test_bf16_autocast_on_cpu_learns_and_warns_only_without_native_bf16(tmp_path, monkeypatch, capsys):
+    from tunecraft.train import trainer as trainer_mod
+
+    assert trainer_mod.resolve_precision("bf16", torch.device("cpu")) == (torch.bfloat16, False)
+    assert trainer_mod.resolve_precision("auto", torch.device("cpu")) == (None, False)
+    assert isinstance(trainer_mod.cpu_has_fast_bf16(), bool)
+    seen = []
+    real_autocast = torch.autocast
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        return real_autocast(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod.torch, "autocast", spy)
+    monkeypatch.setattr(trainer_mod, "cpu_has_fast_bf16", lambda: True)
+    out = tmp_path / "fast"
+    run_recipe("toy-audio-ae", out_dir=out, overrides=TINY + ["train.steps=30", "train.lr=3e-3",
+               "train.precision=bf16", "train.log_every=5"], quiet=False)
+    assert seen and set(seen) == {torch.bfloat16}
+    records = metrics(out)
+    assert records[-1]["loss"] < records[0]["loss"]
+    exported = load_file(str(out / "model" / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in exported.values())  # master weights stay fp32
+    assert "no native bfloat16" not in capsys.readouterr().out
+    monkeypatch.setattr(trainer_mod, "cpu_has_fast_bf16", lambda: False)
+    run_recipe("toy-audio-ae", out_dir=tmp_path / "slow", overrides=TINY + ["train.steps=2",
+               "train.precision=bf16"], quiet=False)
+    captured = capsys.readouterr()
+    assert "no native bfloat16" in captured.out + captured.err
