@@ -269,6 +269,63 @@ def test_tokenize_cache_and_items(tmp_path):
     assert item["codes"].shape == (2, 500) and int(item["mask"].sum()) == 300
 
 
+def test_token_cache_follows_its_manifest(tmp_path, monkeypatch, capsys):
+    """Clips added to a corpus are encoded on the next run (only those), removed ones are dropped,
+    a rewritten file is encoded again, an unreadable one is not retried until it changes."""
+    import os
+
+    from tunecraft.lm import task as lm_task
+    from tunecraft.train import load_recipe
+
+    codec_dir = tiny_codec().save_pretrained(tmp_path / "codec")
+    source = _corpus(tmp_path / "corpus")
+    nan = np.full((int(0.3 * SR), 2), np.nan, dtype=np.float32)  # a readable header, unusable audio
+    sf.write(source / "nan.wav", nan, SR, subtype="FLOAT")
+    (source / "nan.json").write_text(json.dumps({"captions": ["nan"]}))
+    args = _recipe_args(tmp_path, codec_dir, source)
+    encoded = []
+    real = lm_task.tokenize_clips
+
+    def counting(metas, *a, **k):
+        encoded.append(sorted(Path(m.path).stem for m in metas))
+        return real(metas, *a, **k)
+
+    monkeypatch.setattr(lm_task, "tokenize_clips", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = load_recipe("musicgen-tiny", args).task.build_train_dataset()
+        assert encoded == [[f"clip{i}" for i in range(6)] + ["nan"]]
+        before = {Path(it["path"]).stem: it["codes"] for it in first.items}
+        # nothing changed: nothing is encoded (the unusable clip is not retried)
+        load_recipe("musicgen-tiny", args).task.build_train_dataset()
+        assert len(encoded) == 1
+        # add one clip, remove one, rewrite one with other audio, relabel another
+        t = np.arange(int(0.3 * SR)) / SR
+        tone = 0.3 * np.sin(2 * np.pi * 523.0 * t).astype(np.float32)
+        sf.write(source / "clip9.wav", np.stack([tone, tone], axis=1), SR)
+        (source / "clip9.json").write_text(json.dumps({"captions": ["new clip"]}))
+        (source / "clip2.wav").unlink()
+        (source / "clip2.json").unlink()
+        sf.write(source / "clip3.wav", np.stack([tone, tone], axis=1), SR)
+        st = (source / "clip3.wav").stat()
+        os.utime(source / "clip3.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        (source / "clip4.json").write_text(json.dumps({"captions": ["relabelled"]}))
+        task = load_recipe("musicgen-tiny", args).task
+        ds = task.build_train_dataset()
+    assert encoded[1:] == [["clip3", "clip9"]]
+    after = {Path(it["path"]).stem: it for it in ds.items}
+    assert sorted(after) == ["clip0", "clip1", "clip3", "clip4", "clip5", "clip9"]
+    for name in ("clip0", "clip1", "clip4", "clip5"):
+        assert torch.equal(after[name]["codes"], before[name])
+    assert not torch.equal(after["clip3"]["codes"], before["clip3"])
+    wav = torch.from_numpy(sf.read(source / "clip9.wav")[0].T.copy()).float()
+    assert torch.equal(after["clip9"]["codes"].long(), task.codec().encode(wav.mean(0, keepdim=True)[None])[0])
+    assert after["clip4"]["captions"] == ["relabelled"]
+    assert "kept 4, encoded 2, dropped 1" in capsys.readouterr().err
+    cache = torch.load(next((tmp_path / "tokens").glob("*.pt")), weights_only=True)
+    assert cache["skipped"] == 1 and len(cache["items"]) == 6
+
+
 def _text_gain_benchmark():
     import importlib.util
 

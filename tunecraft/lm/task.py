@@ -4,7 +4,10 @@
 (:func:`tokenize_clips`): ``<token_cache>/<split>-<codec fingerprint>-q<K>[-stereo][-chroma].pt``
 (default ``token_cache``: ``<corpus>/tokens``). The fingerprint is a hash of the codec's weights
 file, so a retrained codec gets fresh tokens. Clips that fail to load are skipped and counted.
-Under ``torchrun`` rank 0 encodes and the other ranks wait.
+Under ``torchrun`` rank 0 encodes and the other ranks wait. The cache follows its manifest
+(:func:`refresh_token_cache`): clips added to the corpus are encoded on the next run (only
+those), clips removed from it are dropped, a clip whose file changed (size or modification
+time) is encoded again, and the captions are always the manifest's.
 
 **Items** (:class:`TokenClipDataset`): a ``segment_seconds`` crop of a clip's codes at a random
 frame offset and one of its captions drawn uniformly (both from the global torch RNG, which the
@@ -50,6 +53,7 @@ __all__ = [
     "MusicGenTask",
     "TokenClipDataset",
     "codec_fingerprint",
+    "refresh_token_cache",
     "tokenize_clips",
 ]
 
@@ -173,9 +177,11 @@ def codec_fingerprint(codec_spec: str) -> str:
 
 
 def tokenize_clips(metas: List[Any], captions: List[List[str]], codec, num_codebooks: int, stereo: bool = False,
-                   chroma: bool = False, batch_size: int = 8, progress: bool = True) -> Dict[str, Any]:
+                   chroma: bool = False, batch_size: int = 8, progress: bool = True,
+                   allow_empty: bool = False) -> Dict[str, Any]:
     """Encode every clip once: ``{"items": [{"path", "codes" int16 [Q, T], "captions",
-    "chroma" uint8 [frames] | None}], "skipped": n, ...}``.
+    "chroma" uint8 [frames] | None, "stat": [size, mtime_ns]}], "skipped": n, "skipped_paths",
+    ...}``. With no loadable clip it raises, unless ``allow_empty``.
 
     Stereo clips give ``Q = 2 K`` streams interleaved L0, R0, L1, R1, ... (each channel through the
     mono codec); otherwise the audio is mixed to the codec's channel count. ``chroma`` stores the
@@ -187,7 +193,7 @@ def tokenize_clips(metas: List[Any], captions: List[List[str]], codec, num_codeb
     codec.set_num_codebooks(num_codebooks)
     sr = codec.sample_rate
     items: List[Dict[str, Any]] = []
-    skipped = 0
+    skipped_paths: List[str] = []
     pending: List[Tuple[Any, List[str], torch.Tensor]] = []
     t0 = time.time()
 
@@ -207,7 +213,8 @@ def tokenize_clips(metas: List[Any], captions: List[List[str]], codec, num_codeb
                 pc = chromagram(wav.mean(dim=1), sr, argmax=True, radix2_exp=CHROMA_RADIX2_EXP).argmax(dim=1)
         for j, (meta, caps, _) in enumerate(pending):
             items.append({"path": str(meta.path), "codes": codes[j].to(torch.int16).clone(), "captions": caps,
-                          "chroma": None if pc is None else pc[j].to(torch.uint8).clone()})
+                          "chroma": None if pc is None else pc[j].to(torch.uint8).clone(),
+                          "stat": file_stat(meta.path)})
         pending.clear()
 
     for i, (meta, caps) in enumerate(zip(metas, captions)):
@@ -215,11 +222,11 @@ def tokenize_clips(metas: List[Any], captions: List[List[str]], codec, num_codeb
             wav, _ = load_audio(meta.path, sample_rate=sr, channels=2 if stereo else codec.channels)
         except (AudioFormatError, InvalidInput, OSError) as e:
             warnings.warn(f"tokenize: skipping {meta.path}: {e}", stacklevel=2)
-            skipped += 1
+            skipped_paths.append(str(meta.path))
             continue
         if wav.shape[-1] < codec.hop_length or not torch.isfinite(wav).all():
             warnings.warn(f"tokenize: skipping {meta.path}: too short or not finite", stacklevel=2)
-            skipped += 1
+            skipped_paths.append(str(meta.path))
             continue
         if pending and (len(pending) >= batch_size or pending[0][2].shape[-1] != wav.shape[-1]):
             flush()
@@ -227,10 +234,71 @@ def tokenize_clips(metas: List[Any], captions: List[List[str]], codec, num_codeb
         if progress and (i + 1) % 100 == 0:
             print(f"tokenize: {i + 1}/{len(metas)} clips ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     flush()
-    if not items:
+    if not items and not allow_empty:
         raise TunecraftError("tokenize: no clip could be loaded")
     return {"version": TOKEN_CACHE_VERSION, "num_codebooks": num_codebooks, "stereo": stereo,
-            "frame_rate": codec.frame_rate, "sample_rate": sr, "items": items, "skipped": skipped}
+            "frame_rate": codec.frame_rate, "sample_rate": sr, "items": items, "skipped": len(skipped_paths),
+            "skipped_paths": skipped_paths}
+
+
+def file_stat(path: Any) -> Optional[List[int]]:
+    """``[size, mtime_ns]`` of a file (``None`` if it cannot be read): how a token cache tells a
+    changed clip from the one it encoded."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def refresh_token_cache(cache: Optional[Dict[str, Any]], metas: List[Any], captions: List[List[str]],
+                        encode) -> Tuple[Dict[str, Any], Dict[str, int]]:
+    """Bring a token cache in line with its manifest ``metas`` / ``captions``.
+
+    Items whose path is still listed and whose file is unchanged (same ``[size, mtime_ns]``; items
+    of caches written before the stat was stored are trusted by path) keep their codes; the other
+    listed clips, except those a previous encoding skipped as unreadable and that have not changed
+    since, go through ``encode(metas, captions)`` (:func:`tokenize_clips` with ``allow_empty``);
+    clips no longer listed are dropped. Items follow the manifest's order and carry its captions.
+    Returns ``(cache, {"kept", "encoded", "dropped", "skipped"})``; with ``cache=None`` everything
+    is encoded.
+    """
+    have: Dict[str, Dict[str, Any]] = {}
+    skipped_before: Dict[str, Any] = {}
+    if cache is not None:
+        have = {str(it["path"]): it for it in cache["items"]}
+        skipped_before = {str(p): st for p, st in (cache.get("skipped_stats") or {}).items()}
+    listed = [str(m.path) for m in metas]
+    stats = {p: file_stat(p) for p in listed}
+
+    def reusable(path: str) -> bool:
+        item = have.get(path)
+        return item is not None and (item.get("stat") is None or list(item["stat"]) == stats[path])
+
+    todo = [i for i, p in enumerate(listed) if not reusable(p)
+            and not (p in skipped_before and skipped_before[p] == stats[p])]
+    fresh: Dict[str, Any] = {"items": [], "skipped_paths": []}
+    if todo:
+        fresh = encode([metas[i] for i in todo], [captions[i] for i in todo])
+    new_items = {str(it["path"]): it for it in fresh["items"]}
+    items: List[Dict[str, Any]] = []
+    for path, caps in zip(listed, captions):
+        item = new_items.get(path) or (have[path] if reusable(path) else None)
+        if item is not None:
+            items.append({**item, "captions": list(caps)})
+    skipped = {p: stats[p] for p in fresh["skipped_paths"]}
+    skipped.update({p: st for p, st in skipped_before.items() if p in stats and stats[p] == st and p not in new_items})
+    base = cache if cache is not None else fresh
+    out = {k: v for k, v in base.items() if k not in ("items", "skipped", "skipped_paths", "skipped_stats")}
+    for k in ("frame_rate", "sample_rate", "num_codebooks", "stereo", "version"):
+        if k in fresh:
+            out[k] = fresh[k]
+    out.update(items=items, skipped=len(skipped), skipped_stats=skipped)
+    listed_set = set(listed)
+    report = {"kept": sum(1 for p in listed if p not in new_items and reusable(p)),
+              "encoded": len(new_items), "dropped": sum(1 for p in have if p not in listed_set),
+              "skipped": len(skipped)}
+    return out, report
 
 
 class TokenClipDataset(torch.utils.data.Dataset):
@@ -396,19 +464,39 @@ class MusicGenTask(TrainTask):
         path = self._cache_file(split)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         main = not dist or torch.distributed.get_rank() == 0
-        if main and not path.is_file():
+        cache = None
+        if main:
             from ..joint.task import load_captioned
 
             metas, caps = load_captioned(source, f"{split} data")
-            print(f"tokenize: encoding {len(metas)} {split} clips with {self.config.codec} -> {path}",
-                  file=sys.stderr, flush=True)
-            cache = tokenize_clips(metas, caps, self.codec(), self.config.num_codebooks, self.config.stereo,
-                                   chroma=self.config.lm.n_chroma > 0, batch_size=self.data.encode_batch)
-            if cache["skipped"]:
-                print(f"tokenize: skipped {cache['skipped']} unreadable clip(s)", file=sys.stderr, flush=True)
-            atomic_write(path, lambda f: torch.save(cache, f))
+            old = self._load_token_cache(path) if path.is_file() else None
+
+            def encode(todo_metas, todo_caps):
+                print(f"tokenize: encoding {len(todo_metas)} {split} clips with {self.config.codec} -> {path}",
+                      file=sys.stderr, flush=True)
+                return tokenize_clips(todo_metas, todo_caps, self.codec(), self.config.num_codebooks,
+                                      self.config.stereo, chroma=self.config.lm.n_chroma > 0,
+                                      batch_size=self.data.encode_batch, allow_empty=True)
+
+            cache, report = refresh_token_cache(old, metas, caps, encode)
+            if not cache["items"]:
+                raise TunecraftError(f"tokenize: no {split} clip of {source} could be loaded")
+            if (old is None or report["encoded"] or report["dropped"]
+                    or old.get("skipped_stats") != cache["skipped_stats"]):
+                if old is not None:
+                    print(f"tokenize: {path.name}: kept {report['kept']}, encoded {report['encoded']}, "
+                          f"dropped {report['dropped']} clip(s) no longer in the manifest", file=sys.stderr, flush=True)
+                if report["skipped"]:
+                    print(f"tokenize: skipped {report['skipped']} unreadable clip(s)", file=sys.stderr, flush=True)
+                atomic_write(path, lambda f: torch.save(cache, f))
         if dist:
             torch.distributed.barrier()
+        if cache is None:
+            cache = self._load_token_cache(path)
+        return cache
+
+    @staticmethod
+    def _load_token_cache(path: Path) -> Dict[str, Any]:
         try:
             cache = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file
