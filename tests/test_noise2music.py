@@ -184,6 +184,43 @@ def test_vocoder_griffin_lim_conditioning():
     assert bool(torch.isfinite(loss)) and voc.unet.parameters().__next__().grad is not None
 
 
+def test_spectral_loss_on_the_implied_clean_signal():
+    """spectral_loss_weight > 0 adds a multi-resolution STFT loss between the x0 the model's output
+    implies and the target; the x0 that the objective returns is exactly the implied one."""
+    from tunecraft.diffusion.objectives import DiffusionObjective
+
+    cfg = tiny_configs()["spectrogram_vocoder"]
+    for bad in (-0.1, float("inf"), True, "1"):
+        with pytest.raises(ConfigError):
+            SpectrogramVocoderConfig(mel=TINY_MEL, unet=cfg.unet, spectral_loss_weight=bad)
+    with pytest.raises(ConfigError, match="waveform stages"):
+        tiny_configs()["spectrogram_generator"].replace(spectral_loss_weight=1.0)
+    # the objective's implied x0: an oracle v output gives x0 back, for any t
+    obj = DiffusionObjective("cosine", parameterization="v")
+    x0 = torch.randn(3, 1, 64)
+    noise = torch.randn(3, 1, 64)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    oracle = lambda x, tt: obj.noisy_input(x0, tt, noise)[1]  # noqa: E731
+    loss, x0_hat = obj.loss(oracle, x0, t=t, noise=noise, return_pred_x0=True)
+    assert float(loss) < 1e-10
+    torch.testing.assert_close(x0_hat, x0, atol=1e-5, rtol=1e-5)
+    t = torch.arange(160 * 20) / 16000
+    wav = (0.3 * torch.sin(2 * math.pi * 440.0 * t))[None]
+    ex = SpectrogramVocoder.prepare_example(cfg, wav)
+    batch = {"x0": ex["x0"][None].repeat(2, 1, 1), "compressed": ex["compressed"][None].repeat(2, 1, 1)}
+    plain = perturb(SpectrogramVocoder(cfg.replace(objective=cfg.objective.replace(parameterization="v"))))
+    spectral = SpectrogramVocoder(plain.config.replace(spectral_loss_weight=0.5))
+    spectral.load_state_dict(plain.state_dict())
+    assert set(spectral.state_dict()) == set(plain.state_dict())
+    base, logs0 = plain.loss(batch, generator=torch.Generator().manual_seed(1))
+    total, logs = spectral.loss(batch, generator=torch.Generator().manual_seed(1))
+    assert "spectral_sc" not in logs0 and {"spectral_sc", "spectral_mag", "denoise"} <= set(logs)
+    torch.testing.assert_close(logs["denoise"], base.detach())
+    torch.testing.assert_close(total, base + 0.5 * (logs["spectral_sc"] + logs["spectral_mag"]))
+    total.backward()
+    assert all(p.grad is not None for p in spectral.unet.parameters() if p.requires_grad)
+
+
 def test_default_configs_hold_the_paper_structure():
     """CPU defaults: the representations and sampling recipes of the paper; Table 8 via paper()."""
     g, c, s, v, r = (WaveformGeneratorConfig(), WaveformCascaderConfig(), SpectrogramGeneratorConfig(),

@@ -255,12 +255,15 @@ class DiffusionObjective:
         generator: torch.Generator | None = None,
         mask: torch.Tensor | None = None,
         reduction: str = "mean",
-    ) -> torch.Tensor:
+        return_pred_x0: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Monte-Carlo estimate of the weighted denoising loss on a batch ``x0 [B, ..., T]``.
 
         ``t`` (``[B]`` or per-frame ``[B, T]``) and ``noise`` are drawn with ``generator`` when not given.
         ``mask`` (broadcastable to ``x0``, e.g. ``[B, 1, T]``) selects the elements that count.
         ``reduction="mean"`` gives a scalar, ``"none"`` the per-example ``[B]`` losses (each a masked mean).
+        With ``return_pred_x0`` the result is ``(loss, pred_x0)``: the clean signal the model's
+        output implies (for auxiliary losses on it, differentiable).
         """
         if x0.dim() < 1 or x0.shape[0] == 0:
             raise InvalidInput(f"x0 must be a non-empty batch [B, ...], got shape {tuple(x0.shape)}")
@@ -282,4 +285,8 @@ class DiffusionObjective:
         else:
             m = torch.broadcast_to(mask.to(device=err.device, dtype=err.dtype), err.shape)
             per_example = (err * m).reshape(b, -1).sum(1) / m.reshape(b, -1).sum(1).clamp_min(1.0)
-        return per_example.mean() if reduction == "mean" else per_example
+        result = per_example.mean() if reduction == "mean" else per_example
+        if not return_pred_x0:
+            return result
+        a, s = self.schedule.alpha_sigma(as_time(t, device=x0.device))
+        return result, convert_prediction(out, x_t, a, s, self.config.parameterization, "x0")

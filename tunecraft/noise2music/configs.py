@@ -189,10 +189,18 @@ class StageConfig(Config):
     text_encoder: str = "minilm"
     text_max_length: int | None = None
     text_dropout: float = 0.1
+    # not in the paper (0 = off): weight of a multi-resolution STFT loss (spectral convergence + log
+    # magnitude) between the clean signal the model's output implies and the target, added to the
+    # denoising loss; phase-blind, so it rewards the right harmonics where the plain loss prefers a
+    # shrunken guess (the vocoder, whose phase is not in its conditioning)
+    spectral_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.text_dropout) <= 1.0:
             raise ConfigError(f"text_dropout must be in [0, 1], got {self.text_dropout}")
+        w = self.spectral_loss_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= float(w) < float("inf"):
+            raise ConfigError(f"spectral_loss_weight must be a number >= 0, got {w!r}")
         if self.clip_x0 is not None and not float(self.clip_x0) > 0:
             raise ConfigError(f"clip_x0 must be positive or null, got {self.clip_x0}")
         if not str(self.text_encoder).strip():
@@ -315,6 +323,7 @@ class SpectrogramGeneratorConfig(StageConfig):
                    f"in/out channels must equal mel.n_mels ({self.mel.n_mels})")
         self._need(u.cond_channels == 0 and u.compressed_channels == 0, "a generator takes no aligned conditioning")
         self._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
+        self._need(not self.spectral_loss_weight, "spectral_loss_weight is for waveform stages (this one makes log-mels)")
 
     @classmethod
     def paper(cls, **kw) -> "SpectrogramGeneratorConfig":

@@ -226,15 +226,41 @@ class DiffusionStage(nn.Module):
             kw["drop_text"] = text_dropout_mask(b, self.config.text_dropout, generator=generator, device=x0.device)
         fn = model if model is not None else self
         t = self.objective.sample_t(b, generator=generator, device=x0.device)
-        per = self.objective.loss(lambda x, tt: fn(x, tt, **kw), x0, t=t, generator=generator, reduction="none")
+        weight = float(self.config.spectral_loss_weight)
+        per = self.objective.loss(lambda x, tt: fn(x, tt, **kw), x0, t=t, generator=generator, reduction="none",
+                                  return_pred_x0=weight > 0)
         logs: dict[str, torch.Tensor] = {}
+        extra = None
+        if weight > 0:
+            per, x0_hat = per
+            with torch.autocast(device_type=x0.device.type, enabled=False):
+                sc, mag = self._spectral_loss()(x0_hat.float(), x0.float())
+            extra = weight * (sc + mag)
+            logs["spectral_sc"], logs["spectral_mag"] = sc.detach(), mag.detach()
         with torch.no_grad():
             lo = t < 0.5
             if bool(lo.any()):
                 logs["loss_t_lo"] = per[lo].mean().detach()
             if bool((~lo).any()):
                 logs["loss_t_hi"] = per[~lo].mean().detach()
-        return per.mean(), logs
+        if extra is None:
+            return per.mean(), logs
+        logs["denoise"] = per.mean().detach()
+        return per.mean() + extra, logs
+
+    def _spectral_loss(self) -> nn.Module:
+        """The multi-resolution STFT loss of ``spectral_loss_weight`` (windows of ~25-75 ms at the
+        stage's rate: Parallel WaveGAN's resolutions, scaled from 24 kHz), made on first use."""
+        if getattr(self, "_mrstft", None) is None:
+            from ..modules.losses import MultiResolutionSTFTLoss
+
+            scale = self.sample_rate / 24000
+            ffts, hops, wins = (1024, 2048, 512), (120, 240, 50), (600, 1200, 240)
+            loss = MultiResolutionSTFTLoss(
+                fft_sizes=[max(64, 2 ** round(math.log2(n * scale))) for n in ffts],
+                hop_sizes=[max(8, round(h * scale)) for h in hops], win_lengths=[max(32, round(w * scale)) for w in wins])
+            object.__setattr__(self, "_mrstft", loss.to(self.device))  # not a submodule: no weights, no state
+        return self._mrstft
 
     # ------------------------------------------------------------------ sampling
     def sampling_options(
