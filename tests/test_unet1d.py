@@ -302,10 +302,37 @@ def test_down_and_up_sampling_are_exact_factors():
         x = torch.randn(1, 4, 12 * s * 2)
         d = Downsample1d(4, 6, s)(x)
         assert d.shape == (1, 6, 24)
-        for mode in ("transposed", "nearest"):
+        for mode in ("transposed", "nearest", "linear"):
             assert Upsample1d(6, 4, s, mode=mode)(d).shape == x.shape
     with pytest.raises(InvalidInput):
         Downsample1d(4, 4, 4)(torch.randn(1, 4, 10))
+
+
+def test_linear_upsampling_damps_the_images_that_repetition_leaves():
+    """x4 upsampling of a low-rate tone at 0.05 of its rate, through an identity convolution: the
+    image at (1 - 0.05) of the low rate is far weaker after linear interpolation than after
+    repetition; both keep the tone. nearest and linear share their weights."""
+    n, f = 256, 0.05
+    tone = torch.sin(2 * math.pi * f * torch.arange(n, dtype=torch.float64))[None, None].float()
+    spectra = {}
+    for mode in ("nearest", "linear"):
+        up = Upsample1d(1, 1, 4, mode=mode, kernel_size=3)
+        with torch.no_grad():
+            up.conv.weight.zero_()
+            up.conv.weight[0, 0, 1] = 1.0
+            up.conv.bias.zero_()
+        with torch.no_grad():
+            y = up(tone)[0, 0, 16:-16].double()
+        spectra[mode] = torch.fft.rfft(y * torch.hann_window(y.numel(), dtype=torch.float64)).abs()
+    m = spectra["nearest"].numel() - 1  # bin k is frequency k / (2 m) of the output rate
+    tone_bin, image_bin = round(2 * m * f / 4), round(2 * m * (1 - f) / 4)
+    for spec in spectra.values():
+        assert int(spec[1:].argmax()) + 1 == tone_bin
+    image = {k: float(v[image_bin - 2:image_bin + 3].max() / v[tone_bin]) for k, v in spectra.items()}
+    assert image["nearest"] > 0.03 and image["linear"] < image["nearest"] / 5, image
+    assert set(Upsample1d(2, 3, 4, mode="linear").state_dict()) == set(Upsample1d(2, 3, 4, mode="nearest").state_dict())
+    with pytest.raises(ConfigError):
+        Upsample1d(2, 3, 4, mode="cubic")
 
 
 def test_film_and_resblock_conditioning():

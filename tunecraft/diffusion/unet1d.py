@@ -40,7 +40,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import Config
 from ..errors import ConfigError, InvalidInput
-from ..modules.conv_blocks import CrossAttention1d, Downsample1d, ResBlock1d, SelfAttention1d, Upsample1d, group_norm
+from ..modules.conv_blocks import (
+    UPSAMPLE_MODES, CrossAttention1d, Downsample1d, ResBlock1d, SelfAttention1d, Upsample1d, group_norm,
+)
 from ..modules.film import NoiseLevelEmbedding
 from ..text import TextStates
 from .schedules import NoiseSchedule, as_time
@@ -70,7 +72,7 @@ class UNet1DConfig(Config):
     ``stem_channels``: width before the first level (default ``channels[0]``);
     ``embed_dim``: noise-level embedding width (default ``4 * stem_channels``);
     ``time_input``: what the noise-level argument is - ``log_snr`` (default), ``t`` or ``angle``;
-    ``upsample``: ``transposed`` or ``nearest``;
+    ``upsample``: ``transposed``, ``nearest`` or ``linear`` (:class:`~tunecraft.modules.conv_blocks.Upsample1d`);
     ``skip_scale``: factor on ``h + skip`` (``1/sqrt(2)`` keeps the variance);
     ``gradient_checkpointing``: recompute blocks in the backward pass to save memory.
     """
@@ -132,8 +134,8 @@ class UNet1DConfig(Config):
                 raise ConfigError(f"num_heads={self.num_heads} must divide channels[{lvl}]={self.channels[lvl]}")
         if self.time_input not in TIME_INPUTS:
             raise ConfigError(f"time_input must be one of {', '.join(TIME_INPUTS)}, got {self.time_input!r}")
-        if self.upsample not in ("transposed", "nearest"):
-            raise ConfigError(f"upsample must be 'transposed' or 'nearest', got {self.upsample!r}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {self.upsample!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.embed_dim is not None:

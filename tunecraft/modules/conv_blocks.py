@@ -94,16 +94,22 @@ class Downsample1d(nn.Module):
         return self.conv(x)
 
 
+UPSAMPLE_MODES = ("transposed", "nearest", "linear")
+
+
 class Upsample1d(nn.Module):
-    """``[B, C_in, T] -> [B, C_out, T * s]`` by a transposed convolution (``mode="transposed"``) or
-    nearest-neighbour repetition then a ``kernel_size`` convolution (``mode="nearest"``, no checkerboard)."""
+    """``[B, C_in, T] -> [B, C_out, T * s]`` by a transposed convolution (``mode="transposed"``), or
+    nearest-neighbour repetition (``mode="nearest"``, no checkerboard) or linear interpolation
+    (``mode="linear"``: its sinc-squared response also damps the images of the low-rate signal
+    near multiples of the low rate, which repetition leaves at a few percent) then a
+    ``kernel_size`` convolution. ``nearest`` and ``linear`` have the same weights."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, mode: str = "transposed", kernel_size: int = 3):
         super().__init__()
         if stride < 1:
             raise ConfigError(f"stride must be >= 1, got {stride}")
-        if mode not in ("transposed", "nearest"):
-            raise ConfigError(f"upsampling mode must be 'transposed' or 'nearest', got {mode!r}")
+        if mode not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsampling mode must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}")
         self.stride = stride
         self.mode = mode
         if mode == "transposed":
@@ -117,6 +123,8 @@ class Upsample1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "nearest" and self.stride > 1:
             x = x.repeat_interleave(self.stride, dim=-1)
+        elif self.mode == "linear" and self.stride > 1:
+            x = F.interpolate(x, scale_factor=self.stride, mode="linear", align_corners=False)
         return self.conv(x)
 
 
