@@ -270,34 +270,22 @@ def refresh_token_cache(cache: Optional[Dict[str, Any]], metas: List[Any], capti
         skipped_before = {str(p): st for p, st in (cache.get("skipped_stats") or {}).items()}
     listed = [str(m.path) for m in metas]
     stats = {p: file_stat(p) for p in listed}
-
-    def reusable(path: str) -> bool:
-        item = have.get(path)
-        return item is not None and (item.get("stat") is None or list(item["stat"]) == stats[path])
-
-    todo = [i for i, p in enumerate(listed) if not reusable(p)
-            and not (p in skipped_before and skipped_before[p] == stats[p])]
+    kept = {p for p in listed if p in have and have[p].get("stat") in (None, stats[p])}
+    still_skipped = {p: st for p, st in skipped_before.items() if p in stats and stats[p] == st}
+    todo = [i for i, p in enumerate(listed) if p not in kept and p not in still_skipped]
     fresh: Dict[str, Any] = {"items": [], "skipped_paths": []}
     if todo:
         fresh = encode([metas[i] for i in todo], [captions[i] for i in todo])
     new_items = {str(it["path"]): it for it in fresh["items"]}
-    items: List[Dict[str, Any]] = []
-    for path, caps in zip(listed, captions):
-        item = new_items.get(path) or (have[path] if reusable(path) else None)
-        if item is not None:
-            items.append({**item, "captions": list(caps)})
-    skipped = {p: stats[p] for p in fresh["skipped_paths"]}
-    skipped.update({p: st for p, st in skipped_before.items() if p in stats and stats[p] == st and p not in new_items})
-    base = cache if cache is not None else fresh
-    out = {k: v for k, v in base.items() if k not in ("items", "skipped", "skipped_paths", "skipped_stats")}
-    for k in ("frame_rate", "sample_rate", "num_codebooks", "stereo", "version"):
-        if k in fresh:
-            out[k] = fresh[k]
+    items = [{**(new_items.get(p) or have[p]), "captions": list(caps)}
+             for p, caps in zip(listed, captions) if p in new_items or p in kept]
+    skipped = {**still_skipped, **{p: stats[p] for p in fresh["skipped_paths"]}}
+    out = {k: v for k, v in (cache if cache is not None else fresh).items()
+           if k not in ("items", "skipped", "skipped_paths", "skipped_stats")}
     out.update(items=items, skipped=len(skipped), skipped_stats=skipped)
     listed_set = set(listed)
-    report = {"kept": sum(1 for p in listed if p not in new_items and reusable(p)),
-              "encoded": len(new_items), "dropped": sum(1 for p in have if p not in listed_set),
-              "skipped": len(skipped)}
+    report = {"kept": len(kept), "encoded": len(new_items),
+              "dropped": sum(1 for p in have if p not in listed_set), "skipped": len(skipped)}
     return out, report
 
 

@@ -243,10 +243,11 @@ class DiffusionStage(nn.Module):
                 logs["loss_t_lo"] = per[lo].mean().detach()
             if bool((~lo).any()):
                 logs["loss_t_hi"] = per[~lo].mean().detach()
+        denoise = per.mean()
         if extra is None:
-            return per.mean(), logs
-        logs["denoise"] = per.mean().detach()
-        return per.mean() + extra, logs
+            return denoise, logs
+        logs["denoise"] = denoise.detach()
+        return denoise + extra, logs
 
     def _spectral_loss(self) -> nn.Module:
         """The multi-resolution STFT loss of ``spectral_loss_weight`` (windows of ~25-75 ms at the
