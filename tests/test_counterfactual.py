@@ -28,6 +28,8 @@ def test_tempo_moves_every_bpm_by_one_factor_outside_the_hit_window(seed):
     assert re.sub(r"\d+", "N", out) == re.sub(r"\d+", "N", CAPTION)  # nothing else changed
     assert counterfactual("slow and sad, 200 bpm", "tempo", random.Random(seed)) is not None
     assert counterfactual("slow and sad", "tempo") is None
+    spelled = counterfactual("a groove at 90 beats per minute", "tempo", random.Random(seed))
+    assert spelled.endswith(" beats per minute") and abs(int(spelled.split()[-4]) / 90 - 1) > 0.15
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -167,6 +167,29 @@ def test_bundle_round_trip(system, bundle):
     assert torch.equal(wav, again)
 
 
+def test_bundle_with_prompt_attributes_round_trips(tmp_path):
+    """text.attributes (tempo/tonic/mode tokens read from the prompt) are saved and restored, and
+    what a prompt states changes what the system generates."""
+    codec, lm = tiny_codec(), tiny_lm()
+    text = TextConditioner(32, "minilm", attributes=["bpm", "mode"])
+    torch.nn.init.normal_(text.attributes.mode.weight, std=3.0)  # make the mode token matter
+    cfg = MusicGenConfig(num_codebooks=2, text=text.config.to_dict(), sampling={"top_k": 10, "cfg_scale": 3.0})
+    system = MusicGen(lm, text, codec, cfg)
+    path = system.save_pretrained(tmp_path / "mg-attr")
+    assert json.loads((path / "config.json").read_text())["config"]["text"]["attributes"] == ["bpm", "mode"]
+    loaded = load_system(str(path), device="cpu")
+    assert loaded.text.config.attributes == ["bpm", "mode"]
+    for name, p in text.state_dict().items():
+        assert torch.equal(loaded.text.state_dict()[name], p.half().float())
+    prompts = ["a calm piano piece in C major at 80 bpm", "a calm piano piece in C minor at 80 bpm"]
+    states = loaded.text(prompts)
+    assert states.mask[:, -2:].all() and not torch.equal(states.states[0, -1], states.states[1, -1])
+    a, _ = loaded.generate(prompts[:1], duration=0.05, seed=0)
+    b, _ = loaded.generate(prompts[:1], duration=0.05, seed=0)
+    c, _ = loaded.generate(prompts[1:], duration=0.05, seed=0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
 def test_damaged_bundles_give_checkpoint_errors(bundle, tmp_path):
     import shutil
 

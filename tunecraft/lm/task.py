@@ -113,6 +113,9 @@ class MusicGenTaskConfig(Config):
     ``default``: the exported bundle is its family's default (``--system musicgen``).
     ``sample_seconds``: length of the audio logged every ``train.sample_every`` steps.
     ``contrast``: the optional caption-contrast term (:class:`CaptionContrastConfig`).
+    ``text_attributes``: facts read from each caption and given to the LM as extra
+    cross-attention tokens (subset of ``bpm``, ``tonic``, ``mode``; :mod:`tunecraft.text.attributes`;
+    none by default, as in the paper).
     """
 
     lm: CodecLMConfig = dataclasses.field(default_factory=_tiny_lm)
@@ -122,6 +125,7 @@ class MusicGenTaskConfig(Config):
     text_encoder: str = "minilm"
     text_max_length: Optional[int] = None
     text_cache_size: int = 16384
+    text_attributes: list = dataclasses.field(default_factory=list)
     sampling: dict = dataclasses.field(default_factory=lambda: {"top_k": 250, "temperature": 1.0, "cfg_scale": 3.0})
     description: str = ""
     default: bool = False
@@ -420,7 +424,7 @@ class MusicGenTask(TrainTask):
     def text_config(self) -> TextConditionerConfig:
         return TextConditionerConfig(model_dim=self.config.lm.dim, encoder=self.config.text_encoder,
                                      max_length=self.config.text_max_length, cache_size=self.config.text_cache_size,
-                                     cfg_dropout_p=0.0)
+                                     cfg_dropout_p=0.0, attributes=list(self.config.text_attributes))
 
     def build_model(self) -> ConditionedLM:
         return ConditionedLM(self.config.lm, self.text_config())

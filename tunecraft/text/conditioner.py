@@ -10,6 +10,7 @@ and :attr:`TextConditioner.config` records the encoder spec so that
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import ConfigError, InvalidInput
+from .attributes import ATTRIBUTES, AttributeEmbedder
 from .encoders import DEFAULT_CACHE_SIZE, TextEncoder, get_text_encoder
 from .states import TextStates, null_condition
 
@@ -28,7 +30,9 @@ class TextConditionerConfig(Config):
 
     ``encoder`` is a :func:`~tunecraft.text.get_text_encoder` spec (``"minilm"``,
     ``"t5:/dir"``, ...); ``cfg_dropout_p`` is the probability that a training example's
-    text is replaced by the null condition.
+    text is replaced by the null condition; ``attributes`` (a subset of ``bpm``, ``tonic``,
+    ``mode``; empty by default) adds one token per fact the prompt states
+    (:class:`~tunecraft.text.attributes.AttributeEmbedder`).
     """
 
     model_dim: int
@@ -37,12 +41,18 @@ class TextConditionerConfig(Config):
     cache_size: int = DEFAULT_CACHE_SIZE
     cfg_dropout_p: float = 0.0
     bias: bool = True
+    attributes: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.model_dim, bool) or not isinstance(self.model_dim, int) or self.model_dim < 1:
             raise ConfigError(f"text conditioner model_dim must be a positive integer, got {self.model_dim!r}")
         if not 0.0 <= float(self.cfg_dropout_p) <= 1.0:
             raise ConfigError(f"cfg_dropout_p must be in [0, 1], got {self.cfg_dropout_p}")
+        if not isinstance(self.attributes, (list, tuple)) or any(a not in ATTRIBUTES for a in self.attributes) \
+                or len(set(self.attributes)) != len(self.attributes):
+            raise ConfigError(f"text attributes must be distinct names among {', '.join(ATTRIBUTES)}, "
+                              f"got {self.attributes!r}")
+        self.attributes = [a for a in ATTRIBUTES if a in self.attributes]
 
 
 class _SharedEncoder:
@@ -67,6 +77,8 @@ class TextConditioner(nn.Module):
             condition) with this probability.
         bias: whether the projection has a bias.
         max_length, cache_size: passed to :func:`get_text_encoder` when ``encoder`` is a spec.
+        attributes: facts read from each prompt and appended as tokens after its text states
+            (:class:`~tunecraft.text.attributes.AttributeEmbedder`; none by default).
         device: where a spec-created encoder runs (the projection is moved with ``.to()``).
 
     Output rows are zero at padded positions, and null rows (empty prompt or dropped)
@@ -82,6 +94,7 @@ class TextConditioner(nn.Module):
         bias: bool = True,
         max_length: int | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        attributes: Sequence[str] = (),
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -91,9 +104,11 @@ class TextConditioner(nn.Module):
         self._config = TextConditionerConfig(
             model_dim=model_dim, encoder=encoder.name, max_length=encoder.max_length,
             cache_size=encoder.cache_size, cfg_dropout_p=float(cfg_dropout_p), bias=bias,
+            attributes=list(attributes),
         )
         self.cfg_dropout_p = float(cfg_dropout_p)
         self.proj = nn.Linear(encoder.dim, model_dim, bias=bias)
+        self.attributes = AttributeEmbedder(model_dim, self._config.attributes) if self._config.attributes else None
 
     @classmethod
     def from_config(cls, config: TextConditionerConfig | dict, device: torch.device | str | None = None) -> "TextConditioner":
@@ -101,7 +116,8 @@ class TextConditioner(nn.Module):
             config = TextConditionerConfig.from_dict(config)
         return cls(
             config.model_dim, config.encoder, cfg_dropout_p=config.cfg_dropout_p, bias=config.bias,
-            max_length=config.max_length, cache_size=config.cache_size, device=device,
+            max_length=config.max_length, cache_size=config.cache_size, attributes=config.attributes,
+            device=device,
         )
 
     @property
@@ -145,7 +161,11 @@ class TextConditioner(nn.Module):
             texts = self.drop_texts(texts, self.cfg_dropout_p, generator)
         weight = self.proj.weight
         encoded = self.encoder.encode(texts, device=weight.device)
-        return self.project(encoded)
+        states = self.project(encoded)
+        if self.attributes is None:
+            return states
+        extra = self.attributes(texts, device=states.states.device, dtype=states.states.dtype)
+        return TextStates(torch.cat([states.states, extra.states], dim=1), torch.cat([states.mask, extra.mask], dim=1))
 
     def project(self, encoded: TextStates) -> TextStates:
         """Apply the learned projection to encoder states; padding and null rows stay zero."""
@@ -156,4 +176,5 @@ class TextConditioner(nn.Module):
         return encoded.with_states(self.proj(encoded.states.to(weight.dtype)))
 
     def extra_repr(self) -> str:
-        return f"encoder={self.encoder.name!r}, cfg_dropout_p={self.cfg_dropout_p}"
+        extra = f", attributes={self._config.attributes}" if self._config.attributes else ""
+        return f"encoder={self.encoder.name!r}, cfg_dropout_p={self.cfg_dropout_p}{extra}"

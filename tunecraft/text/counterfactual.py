@@ -4,7 +4,7 @@
 90 BPM."``. Three edits, each a plain text rewrite of the facts the project's captions state:
 
 * ``"mode"``: every "major" <-> "minor" exchanged (case kept);
-* ``"tempo"``: every "<number> bpm" scaled by one factor drawn from [0.65, 0.8] or [1.25, 1.55]
+* ``"tempo"``: every "<number> bpm" (or "beats per minute") scaled by one factor drawn from [0.65, 0.8] or [1.25, 1.55]
   (so the new tempo is never within the 6 % the evaluation counts as a hit), kept in 30-300;
 * ``"tonic"``: every "<letter>[#/b] major|minor" moved to one other tonic drawn uniformly.
 
@@ -30,7 +30,7 @@ __all__ = ["EDITS", "counterfactual", "pick_counterfactual"]
 EDITS: Tuple[str, ...] = ("mode", "tempo", "tonic")
 
 _MODE = re.compile(r"\b(major|minor)\b", re.IGNORECASE)
-_BPM = re.compile(r"\b(\d{2,3}(?:\.\d+)?)(\s*)(bpm)\b", re.IGNORECASE)
+_BPM = re.compile(r"\b(\d{2,3}(?:\.\d+)?)(\s*)(bpm|beats per minute)\b", re.IGNORECASE)
 _KEY = re.compile(r"\b([A-G])([#b]?)(\s+)((?i:major|minor))\b")  # capital letter: "a minor" is not A
 #: what a caption must contain for each edit to apply
 _STATED = {"mode": _MODE, "tempo": _BPM, "tonic": _KEY}
