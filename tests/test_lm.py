@@ -259,6 +259,35 @@ def test_cfg_batched_two_step_and_formula():
     assert torch.equal(first[:, 0, 0], apply_cfg(lc, lu, 3.0)[:, 0].argmax(-1))
 
 
+def test_fact_guidance_pushes_away_from_negative_conditions():
+    """l = l_null + s (l_cond - l_null) + s_f (l_cond - l_neg): checked on the first step by hand,
+    batched == two-step, a negative equal to the condition or s_f = 0 changes nothing."""
+    lm = tiny()
+    text = text_states()
+    neg = text_states(seed=11)
+    base = lm.generate(text, max_new_frames=8, greedy=True, cfg_scale=3.0)
+    guided = lm.generate(text, max_new_frames=8, greedy=True, cfg_scale=3.0, fact_guidance=4.0, negatives=[neg])
+    assert not torch.equal(base, guided)
+    assert torch.equal(guided, lm.generate(text, max_new_frames=8, greedy=True, cfg_scale=3.0, fact_guidance=4.0,
+                                           negatives=[neg], two_step_cfg=True))
+    assert torch.equal(base, lm.generate(text, max_new_frames=8, greedy=True, cfg_scale=3.0, fact_guidance=4.0,
+                                         negatives=[text]))
+    assert torch.equal(base, lm.generate(text, max_new_frames=8, greedy=True, cfg_scale=3.0, negatives=[neg]))
+    seq = torch.full((2, K, 1), CARD)
+    with torch.no_grad():
+        lc, lu, ln = (lm(seq, t)[:, :, 0] for t in (text, text.null_like(), neg))
+    for cfg in (3.0, None):
+        first = lm.generate(text, max_new_frames=1, greedy=True, cfg_scale=cfg, fact_guidance=4.0, negatives=[neg])
+        want = (apply_cfg(lc, lu, 3.0) if cfg else lc) + 4.0 * (lc - ln)
+        assert torch.equal(first[:, 0, 0], want[:, 0].argmax(-1))
+    with pytest.raises(InvalidInput):
+        lm.generate(None, num_samples=2, max_new_frames=2, fact_guidance=1.0, negatives=[neg])
+    with pytest.raises(InvalidInput):
+        lm.generate(text, max_new_frames=2, fact_guidance=-1.0)
+    with pytest.raises(InvalidInput):
+        lm.generate(text, max_new_frames=2, fact_guidance=1.0, negatives=[text_states(B=3)])
+
+
 def test_melody_prefix():
     lm = tiny(n_chroma=12, chroma_length=6)
     c, text = codes(T=7), text_states()

@@ -167,6 +167,18 @@ def test_bundle_round_trip(system, bundle):
     assert torch.equal(wav, again)
 
 
+def test_fact_guidance_changes_only_prompts_that_state_a_fact(system):
+    prompts = ["a calm piano piece", "a jazz tune in Eb minor at 142 bpm"]
+    a, _ = system.generate(prompts, duration=0.05, seed=0)
+    b, _ = system.generate(prompts, duration=0.05, seed=0, fact_guidance=3.0)
+    assert torch.equal(a[0], b[0])  # nothing to change: its guidance term is zero
+    assert not torch.equal(a[1], b[1])
+    c, _ = system.generate(prompts, duration=0.05, seed=0, fact_guidance=0.0)
+    assert torch.equal(a, c)
+    with pytest.raises(InvalidInput, match="fact_guidance"):
+        system.generate(prompts, duration=0.05, fact_guidance=-2)
+
+
 def test_bundle_with_prompt_attributes_round_trips(tmp_path):
     """text.attributes (tempo/tonic/mode tokens read from the prompt) are saved and restored, and
     what a prompt states changes what the system generates."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -504,7 +504,8 @@ class CodecLM(nn.Module):
 
     def _generate_window(self, context: torch.Tensor, total: int, text: TextStates | None,
                          chroma: torch.Tensor | None, params: SamplingParams, generator: torch.Generator | None,
-                         io: _DecodeWeights, progress: Callable[[], None] | None) -> torch.Tensor:
+                         io: _DecodeWeights, progress: Callable[[], None] | None,
+                         negatives: Sequence[TextStates] = ()) -> torch.Tensor:
         """Generate codes ``[B, K, total]`` continuing ``context [B, K, T0]`` (one window)."""
         B, K, T0 = context.shape
         pattern = self.pattern_provider.get_pattern(total)
@@ -515,25 +516,36 @@ class CodecLM(nn.Module):
         start = pattern.first_step_with_timestep(T0)
         cfg = params.uses_cfg and (text is not None or chroma is not None)
         scale = float(params.cfg_scale) if cfg else 1.0
+        fact = float(params.fact_guidance) if text is not None else 0.0
+        negatives = list(negatives) if fact > 0 else []
 
-        if cfg and not params.two_step_cfg:
-            t_null, c_null = self._conditioning(text, chroma, B, null=True)
-            t_all = TextStates.cat([text, t_null]) if text is not None else None
-            c_all = torch.cat([chroma, c_null]) if chroma is not None else None
-            decoders = [self._make_decoder(io, t_all, c_all, 2 * B, S1)]
-        elif cfg:
-            t_null, c_null = self._conditioning(text, chroma, B, null=True)
-            decoders = [self._make_decoder(io, text, chroma, B, S1), self._make_decoder(io, t_null, c_null, B, S1)]
+        # the condition rows: [cond, null (with CFG), negative 1, ...], B rows each
+        rows: list[tuple[TextStates | None, torch.Tensor | None]] = [(text, chroma)]
+        if cfg:
+            rows.append(self._conditioning(text, chroma, B, null=True))
+        rows += [(neg, chroma) for neg in negatives]
+        n = len(rows)
+        # one batch unless asked otherwise; prepended texts of different lengths cannot share one
+        lengths = {r[0].length for r in rows if r[0] is not None}
+        batched = not params.two_step_cfg and (self.config.text_fuse == "cross" or len(lengths) <= 1)
+        if n == 1 or batched:
+            t_all = TextStates.cat([r[0] for r in rows]) if text is not None else None
+            c_all = torch.cat([r[1] for r in rows]) if chroma is not None else None
+            decoders = [self._make_decoder(io, t_all, c_all, n * B, S1)]
         else:
-            decoders = [self._make_decoder(io, text, chroma, B, S1)]
+            decoders = [self._make_decoder(io, t, c, B, S1) for t, c in rows]
 
         def logits_for(tokens: torch.Tensor) -> torch.Tensor:
-            if len(decoders) == 1 and cfg:
-                out = decoders[0](tokens.repeat(2, 1, 1))
-                return apply_cfg(out[:B], out[B:], scale)
-            if len(decoders) == 2:
-                return apply_cfg(decoders[0](tokens), decoders[1](tokens), scale)
-            return decoders[0](tokens)
+            if len(decoders) == 1:
+                out = decoders[0](tokens.repeat(n, 1, 1) if n > 1 else tokens)
+                parts = [out[i * B:(i + 1) * B] for i in range(n)]
+            else:
+                parts = [d(tokens) for d in decoders]
+            cond = parts[0]
+            logits = apply_cfg(cond, parts[1], scale) if cfg else cond
+            for neg in parts[2 if cfg else 1:]:
+                logits = logits + fact * (cond - neg)
+            return logits
 
         logits = logits_for(sequence[:, :, :start])
         for s in range(start, S1):
@@ -553,7 +565,8 @@ class CodecLM(nn.Module):
                  chroma: torch.Tensor | None = None, num_samples: int | None = None, max_new_frames: int,
                  params: SamplingParams | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, greedy: bool | None = None, cfg_scale: float | None = ...,
-                 two_step_cfg: bool | None = None, seed: int | None = None,
+                 two_step_cfg: bool | None = None, fact_guidance: float | None = None,
+                 negatives: Sequence[TextStates] = (), seed: int | None = None,
                  generator: torch.Generator | None = None, max_context: int | None = None,
                  extend_stride: int | None = None, include_prompt: bool = True,
                  callback: ProgressCallback | None = None) -> torch.Tensor:
@@ -564,10 +577,12 @@ class CodecLM(nn.Module):
             prompt: codes ``[B, K, T0]`` to continue.
             chroma: melody ``[B, n_chroma, F]`` covering the whole output (prompt + new frames).
             num_samples: batch size when there is neither text, prompt nor chroma.
-            params / temperature / top_k / top_p / greedy / cfg_scale / two_step_cfg: see
-                :class:`SamplingParams`; keyword values override ``params`` (defaults: top-k 250,
+            params / temperature / top_k / top_p / greedy / cfg_scale / two_step_cfg / fact_guidance:
+                see :class:`SamplingParams`; keyword values override ``params`` (defaults: top-k 250,
                 temperature 1, CFG 3). ``cfg_scale=None`` or ``1`` disables guidance; with
                 guidance the conditional and null rows run as one batch unless ``two_step_cfg``.
+            negatives: text states ``[B, L', dim]`` to guide away from, with scale
+                ``fact_guidance`` (ignored when it is 0); they run in the same batch.
             seed / generator: source of randomness (a seed makes a fresh generator).
             max_context / extend_stride: sliding window in frames (defaults from the config).
                 Past ``max_context`` frames, the last ``max_context - extend_stride`` frames are
@@ -580,7 +595,8 @@ class CodecLM(nn.Module):
         """
         params = params or SamplingParams()
         overrides = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                                           two_step_cfg=two_step_cfg).items() if v is not None}
+                                           two_step_cfg=two_step_cfg, fact_guidance=fact_guidance).items()
+                     if v is not None}
         if cfg_scale is not ...:
             overrides["cfg_scale"] = cfg_scale
         if overrides:
@@ -618,6 +634,10 @@ class CodecLM(nn.Module):
             raise InvalidInput("cannot generate for an empty batch")
         text = self._check_text(text, batch)
         chroma = self._check_chroma(chroma, batch)
+        negatives = list(negatives or ())
+        if negatives and text is None:
+            raise InvalidInput("negative conditions need a text condition to guide")
+        negatives = [self._check_text(neg, batch) for neg in negatives]
         if prompt is not None:
             self._check_sequence(prompt, "prompt")
             if prompt.shape[2] and (int(prompt.min()) < 0 or int(prompt.max()) >= self.card):
@@ -662,7 +682,8 @@ class CodecLM(nn.Module):
                         hi = max(lo + 1, -(-((known - ctx + length) * frames) // total))
                         window_chroma = chroma[:, :, lo:hi]
                     window = self._generate_window(codes[:, :, known - ctx:], length, text, window_chroma, params,
-                                                   generator, io, progress if callback is not None else None)
+                                                   generator, io, progress if callback is not None else None,
+                                                   negatives)
                     codes = torch.cat([codes, window[:, :, ctx:]], dim=2)
         finally:
             self.train(was_training)

@@ -39,6 +39,10 @@ class SamplingParams(Config):
     ``top_p = 0`` disable those filters. ``cfg_scale`` of ``None`` or ``1`` disables
     guidance; ``two_step_cfg`` runs the conditional and unconditional passes separately
     instead of as one batch (same result up to float rounding, half the peak batch).
+    ``fact_guidance`` (``s_f >= 0``, off at 0; not in the MusicGen paper) scales extra negative
+    conditions: ``l = l_uncond + s (l_cond - l_uncond) + s_f * sum_i (l_cond - l_neg_i)``, the
+    negation term of composable guidance (Liu et al., 2022); MusicGen makes the negatives by
+    changing the facts a prompt states (:func:`tunecraft.text.counterfactual.guidance_negatives`).
     """
 
     temperature: float = 1.0
@@ -47,6 +51,7 @@ class SamplingParams(Config):
     greedy: bool = False
     cfg_scale: float | None = 3.0
     two_step_cfg: bool = False
+    fact_guidance: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0.0) or self.temperature == float("inf"):
@@ -58,6 +63,9 @@ class SamplingParams(Config):
         if self.cfg_scale is not None and not (float(self.cfg_scale) == float(self.cfg_scale)
                                                and abs(float(self.cfg_scale)) != float("inf")):
             raise ConfigError(f"cfg_scale must be a finite number, got {self.cfg_scale}")
+        if isinstance(self.fact_guidance, bool) or not isinstance(self.fact_guidance, (int, float)) \
+                or not 0.0 <= float(self.fact_guidance) < float("inf"):
+            raise ConfigError(f"fact_guidance must be a finite number >= 0, got {self.fact_guidance!r}")
 
     @property
     def uses_cfg(self) -> bool:

@@ -194,7 +194,7 @@ class MusicGen(GenerationSystem):
     # ---- generation ----------------------------------------------------------------------------
 
     def _params(self, cfg_scale: float | None, kwargs: dict) -> tuple[SamplingParams, dict]:
-        names = ("temperature", "top_k", "top_p", "greedy", "two_step_cfg")
+        names = ("temperature", "top_k", "top_p", "greedy", "two_step_cfg", "fact_guidance")
         overrides = {k: kwargs.pop(k) for k in names if kwargs.get(k) is not None}
         for k in names:
             kwargs.pop(k, None)
@@ -218,6 +218,11 @@ class MusicGen(GenerationSystem):
              chroma: torch.Tensor | None = None, seed: int | None, params: SamplingParams, progress: bool,
              extend_stride: float | None = None, callback=None) -> torch.Tensor:
         text = self._text_states(descriptions)
+        negatives = []
+        if text is not None and params.fact_guidance > 0:
+            from ..text.counterfactual import guidance_negatives
+
+            negatives = [self._text_states(neg) for neg in guidance_negatives(descriptions)]
         stride = None
         if extend_stride is not None:
             stride = int(round(float(extend_stride) * self.frame_rate))
@@ -241,7 +246,7 @@ class MusicGen(GenerationSystem):
         try:
             new = frames - (0 if prompt is None else prompt.shape[2])
             codes = self.lm.generate(text, prompt=prompt, chroma=chroma, num_samples=len(descriptions),
-                                     max_new_frames=max(0, new), params=params, seed=seed,
+                                     max_new_frames=max(0, new), params=params, negatives=negatives, seed=seed,
                                      extend_stride=stride, callback=cb)
         finally:
             if bar is not None:
@@ -255,8 +260,8 @@ class MusicGen(GenerationSystem):
                  force: bool = False, **kwargs: Any) -> tuple[torch.Tensor, int]:
         """Text to music: ``(wav [B, channels, duration * sample_rate], sample_rate)``.
 
-        Keyword options: ``temperature``, ``top_k``, ``top_p``, ``greedy``, ``two_step_cfg``
-        (override the bundle's :class:`SamplingParams`), ``extend_stride`` (seconds the window
+        Keyword options: ``temperature``, ``top_k``, ``top_p``, ``greedy``, ``two_step_cfg``,
+        ``fact_guidance`` (override the bundle's :class:`SamplingParams`), ``extend_stride`` (seconds the window
         slides past the LM's context), ``callback(done, total)``.
         """
         descriptions = check_descriptions(descriptions)

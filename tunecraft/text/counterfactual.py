@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from ..errors import InvalidInput
 
-__all__ = ["EDITS", "counterfactual", "pick_counterfactual"]
+__all__ = ["EDITS", "GUIDANCE_NEGATIVES", "counterfactual", "guidance_negatives", "pick_counterfactual"]
 
 #: the kinds of edit, in the order :func:`pick_counterfactual` lists them
 EDITS: Tuple[str, ...] = ("mode", "tempo", "tonic")
@@ -37,6 +37,8 @@ _STATED = {"mode": _MODE, "tempo": _BPM, "tonic": _KEY}
 _TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _TEMPO_FACTORS = ((0.65, 0.8), (1.25, 1.55))
+#: the changed facts that fact guidance pushes away from: (edit, tempo factor or None)
+GUIDANCE_NEGATIVES: Tuple[Tuple[str, Optional[float]], ...] = (("mode", None), ("tempo", 0.72), ("tempo", 1.4))
 
 
 def _swap_case(word: str, new: str) -> str:
@@ -49,6 +51,17 @@ def _swap_case(word: str, new: str) -> str:
 
 def _pitch(letter: str, accidental: str) -> int:
     return (_PITCH[letter.upper()] + {"#": 1, "b": -1}.get(accidental, 0)) % 12
+
+
+def _scale_tempo(text: str, factor: float) -> Optional[str]:
+    """Every "<number> bpm" of ``text`` times ``factor`` (kept in 30-300), or None if none changed."""
+
+    def scale(m: re.Match) -> str:
+        bpm = min(300.0, max(30.0, float(m.group(1)) * factor))
+        return f"{int(round(bpm))}{m.group(2)}{m.group(3)}"
+
+    new = _BPM.sub(scale, text)
+    return new if new != text else None
 
 
 def counterfactual(text: str, edit: str, rng: Optional[random.Random] = None) -> Optional[str]:
@@ -65,14 +78,7 @@ def counterfactual(text: str, edit: str, rng: Optional[random.Random] = None) ->
         if not _BPM.search(text):
             return None
         lo, hi = _TEMPO_FACTORS[rng.randrange(2)]
-        factor = rng.uniform(lo, hi)
-
-        def scale(m: re.Match) -> str:
-            bpm = min(300.0, max(30.0, float(m.group(1)) * factor))
-            return f"{int(round(bpm))}{m.group(2)}{m.group(3)}"
-
-        new = _BPM.sub(scale, text)
-        return new if new != text else None
+        return _scale_tempo(text, rng.uniform(lo, hi))
     if not _KEY.search(text):
         return None
     shift = rng.randrange(1, 12)
@@ -95,3 +101,20 @@ def pick_counterfactual(text: str, edits: Sequence[str], rng: Optional[random.Ra
     edit = options[rng.randrange(len(options))]
     new = counterfactual(text, edit, rng)
     return None if new is None else (edit, new)
+
+
+def guidance_negatives(texts: Sequence[str]) -> List[List[str]]:
+    """The negative prompts of fact guidance (:class:`tunecraft.lm.sampling.SamplingParams`) for a
+    batch: one list per change of :data:`GUIDANCE_NEGATIVES` (mode swapped, tempo x 0.72, tempo x
+    1.4) that some prompt allows, each with one entry per prompt; a prompt that does not state the
+    fact gets itself there (its guidance term is then zero)."""
+    texts = list(texts)
+    out = []
+    for edit, factor in GUIDANCE_NEGATIVES:
+        if edit == "tempo":
+            changed = [_scale_tempo(t, factor) if _BPM.search(t) else None for t in texts]
+        else:
+            changed = [counterfactual(t, edit) for t in texts]
+        if any(c is not None for c in changed):
+            out.append([t if c is None else c for t, c in zip(texts, changed)])
+    return out
