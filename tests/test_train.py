@@ -467,6 +467,27 @@ def test_resume_warns_with_the_changed_setting_only(tmp_path, capsys):
     assert "task.stft_weight" not in err
 
 
+def test_resume_applies_a_changed_learning_rate(tmp_path, capsys):
+    """A resume with another train.lr (or weight decay) trains with the new value, as the warning
+    implies, instead of the one saved in the optimiser state."""
+    from tunecraft.train.optim import lr_factor
+
+    out = tmp_path / "run"
+    common = ["train.steps=6", "train.ckpt_every=3", "train.log_every=1", "train.warmup_steps=2"]
+    train(out, *common, "train.lr=1e-3", "train.max_steps_this_run=3")
+    train(out, *common, "train.lr=2e-4", "train.weight_decay=0.5", resume=True)
+    assert "train.lr: 0.001 -> 0.0002" in capsys.readouterr().err
+    lrs = {r["step"]: r["lr"] for r in metrics(out)}
+    cfg = load_recipe("toy-audio-ae", TINY + common).train
+    for step in (1, 2, 3):
+        assert lrs[step] == pytest.approx(1e-3 * lr_factor(step - 1, 6, 2, cfg.schedule, cfg.min_lr_ratio))
+    for step in (4, 5, 6):
+        assert lrs[step] == pytest.approx(2e-4 * lr_factor(step - 1, 6, 2, cfg.schedule, cfg.min_lr_ratio))
+    state = ckpt.load_checkpoint(out / "checkpoints" / "step-00000006.pt")
+    groups = [g for opt in state["optimizers"].values() for g in opt["param_groups"]]
+    assert [g["weight_decay"] for g in groups] == [0.5, 0.0]  # the no-decay group (biases, norms) stays at 0
+
+
 def test_init_from_warm_starts_matching_tensors_only(tmp_path, capsys):
     src = tmp_path / "src"
     train(src, "train.steps=3", "train.ckpt_every=3")

@@ -65,6 +65,10 @@ class TrainResult:
     elapsed_s: float
 
 
+#: optimiser settings a resume takes from the configuration, not from the checkpoint
+_GROUP_SETTINGS = ("initial_lr", "betas", "eps", "weight_decay")
+
+
 def resolve_precision(precision: str, device: torch.device) -> Tuple[Optional[torch.dtype], bool]:
     """``(autocast dtype or None, use GradScaler)`` for a precision setting on a device."""
     if precision == "auto":
@@ -510,6 +514,9 @@ class Trainer:
         missing = sorted(set(self.optimizers) - set(state["optimizers"]))
         if missing:
             raise CheckpointError(f"checkpoint {path} has no state for optimiser(s) {', '.join(missing)}")
+        # the configured hyperparameters win over the checkpoint's (a resume may lower train.lr)
+        fresh = {name: [{k: g[k] for k in _GROUP_SETTINGS if k in g} for g in opt.param_groups]
+                 for name, opt in self.optimizers.items()}
         try:
             for name, opt in self.optimizers.items():
                 set_optimizer_state_dict(self.model, opt, state["optimizers"][name], options=options)
@@ -518,6 +525,14 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"checkpoint {path}: optimiser state does not match: {first}") from None
+        for name, opt in self.optimizers.items():
+            sched = self.schedulers[name]
+            for group, settings in zip(opt.param_groups, fresh[name]):
+                group.update(settings)
+            sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
+            for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * factor(sched.last_epoch)
+            sched._last_lr = [g["lr"] for g in opt.param_groups]
         if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
