@@ -52,3 +52,15 @@ def test_pick_draws_among_the_stated_facts_and_rejects_unknown_edits():
     assert None in picks and all(p is None or (p[0] == "tempo" and p[1] != "300 bpm") for p in picks)
     with pytest.raises(InvalidInput, match="unknown caption edit"):
         counterfactual(CAPTION, "genre")
+
+
+def test_guidance_negatives_change_one_stated_fact_per_list():
+    from tunecraft.text.counterfactual import guidance_negatives
+
+    texts = ["A jazz tune (142 bpm, Eb minor).", "calm piano", "a groove at 90 beats per minute"]
+    mode, slower, faster = guidance_negatives(texts)
+    assert mode == ["A jazz tune (142 bpm, Eb major).", "calm piano", "a groove at 90 beats per minute"]
+    assert slower == ["A jazz tune (102 bpm, Eb minor).", "calm piano", "a groove at 65 beats per minute"]
+    assert faster == ["A jazz tune (199 bpm, Eb minor).", "calm piano", "a groove at 126 beats per minute"]
+    assert guidance_negatives(["calm piano", "soft strings"]) == []  # nothing stated: no extra rows
+    assert guidance_negatives(["in C major"]) == [["in C minor"]]
