@@ -58,8 +58,10 @@ def test_guidance_negatives_change_one_stated_fact_per_list():
     from tunecraft.text.counterfactual import guidance_negatives
 
     texts = ["A jazz tune (142 bpm, Eb minor).", "calm piano", "a groove at 90 beats per minute"]
-    mode, slower, faster = guidance_negatives(texts)
-    assert mode == ["A jazz tune (142 bpm, Eb major).", "calm piano", "a groove at 90 beats per minute"]
+    assert guidance_negatives(texts) == [["A jazz tune (142 bpm, Eb major).", "calm piano",
+                                          "a groove at 90 beats per minute"]]  # the default: mode only
+    mode, slower, faster = guidance_negatives(texts, [("mode", None), ("tempo", 0.72), ("tempo", 1.4)])
+    assert mode == guidance_negatives(texts)[0]
     assert slower == ["A jazz tune (102 bpm, Eb minor).", "calm piano", "a groove at 65 beats per minute"]
     assert faster == ["A jazz tune (199 bpm, Eb minor).", "calm piano", "a groove at 126 beats per minute"]
     assert guidance_negatives(["calm piano", "soft strings"]) == []  # nothing stated: no extra rows

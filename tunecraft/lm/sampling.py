@@ -42,7 +42,7 @@ class SamplingParams(Config):
     ``fact_guidance`` (``s_f >= 0``, off at 0; not in the MusicGen paper) scales extra negative
     conditions: ``l = l_uncond + s (l_cond - l_uncond) + s_f * sum_i (l_cond - l_neg_i)``, the
     negation term of composable guidance (Liu et al., 2022); MusicGen makes the negatives by
-    changing the facts a prompt states (:func:`tunecraft.text.counterfactual.guidance_negatives`).
+    swapping the mode a prompt states (:func:`tunecraft.text.counterfactual.guidance_negatives`).
     """
 
     temperature: float = 1.0

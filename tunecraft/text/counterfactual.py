@@ -37,8 +37,12 @@ _STATED = {"mode": _MODE, "tempo": _BPM, "tonic": _KEY}
 _TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _TEMPO_FACTORS = ((0.65, 0.8), (1.25, 1.55))
-#: the changed facts that fact guidance pushes away from: (edit, tempo factor or None)
-GUIDANCE_NEGATIVES: Tuple[Tuple[str, Optional[float]], ...] = (("mode", None), ("tempo", 0.72), ("tempo", 1.4))
+#: the changed facts that fact guidance pushes away from: (edit, tempo factor or None). Only the
+#: mode: it has one opposite, so "away from the other mode" is "towards this one". A tempo has two
+#: (slower and faster), and pushing away from both cancels to first order (s_f (2 l - l_slow -
+#: l_fast) is the curvature, not a direction): with both in, tempo accuracy fell to 0 of 36
+#: validation prompts (README, MusicGen, session 8).
+GUIDANCE_NEGATIVES: Tuple[Tuple[str, Optional[float]], ...] = (("mode", None),)
 
 
 def _swap_case(word: str, new: str) -> str:
@@ -103,14 +107,15 @@ def pick_counterfactual(text: str, edits: Sequence[str], rng: Optional[random.Ra
     return None if new is None else (edit, new)
 
 
-def guidance_negatives(texts: Sequence[str]) -> List[List[str]]:
+def guidance_negatives(texts: Sequence[str],
+                       changes: Sequence[Tuple[str, Optional[float]]] = GUIDANCE_NEGATIVES) -> List[List[str]]:
     """The negative prompts of fact guidance (:class:`tunecraft.lm.sampling.SamplingParams`) for a
-    batch: one list per change of :data:`GUIDANCE_NEGATIVES` (mode swapped, tempo x 0.72, tempo x
-    1.4) that some prompt allows, each with one entry per prompt; a prompt that does not state the
-    fact gets itself there (its guidance term is then zero)."""
+    batch: one list per change of ``changes`` (default :data:`GUIDANCE_NEGATIVES`: the mode
+    swapped; ``("tempo", factor)`` scales the bpm) that some prompt allows, each with one entry
+    per prompt; a prompt that does not state the fact gets itself there (its term is then zero)."""
     texts = list(texts)
     out = []
-    for edit, factor in GUIDANCE_NEGATIVES:
+    for edit, factor in changes:
         if edit == "tempo":
             changed = [_scale_tempo(t, factor) if _BPM.search(t) else None for t in texts]
         else:
