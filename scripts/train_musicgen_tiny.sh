@@ -53,24 +53,27 @@ train() {  # train OUT_DIR STOP_STEP FLAGS...: one stage, resumable, stopped wit
 }
 ckpt() { printf '%s/checkpoints/step-%08d.pt' "$1" "$2"; }
 
+NOATTR=(--set 'task.text_attributes=[]')  # stages 1-3 predate the prompt attributes
 # 1. the LM over codec-rvq tokens (the first tokenizer), 2,400 steps
-train "$RUNS/musicgen-tiny" 2400 --set task.codec=codec-rvq --set train.steps=2400 --set train.lr=1e-3 \
+train "$RUNS/musicgen-tiny" 2400 "${NOATTR[@]}" --set task.codec=codec-rvq --set train.steps=2400 --set train.lr=1e-3 \
   --set train.precision=fp32 --set train.keep_checkpoints=2
 # 2. moved to vae-gan-rvq tokens (every tensor matches by shape), 2,400 steps
-train "$RUNS/musicgen-tiny-vgr" 2400 --set train.init_from="$(ckpt "$RUNS/musicgen-tiny" 2400)" \
+train "$RUNS/musicgen-tiny-vgr" 2400 "${NOATTR[@]}" --set train.init_from="$(ckpt "$RUNS/musicgen-tiny" 2400)" \
   --set train.steps=2400 --set train.lr=1e-3 --set train.precision=fp32 --set train.keep_checkpoints=2
 # 3. the 5,000-clip union corpus and the caption contrast, 400 steps of a 6,000-step schedule
-train "$RUNS/mg-long" 400 --set data.source=data/synth-union \
+train "$RUNS/mg-long" 400 "${NOATTR[@]}" --set data.source=data/synth-union \
   --set train.init_from="$(ckpt "$RUNS/musicgen-tiny-vgr" 2400)" --set train.steps=6000 \
   --set train.lr=5e-4 --set train.warmup_steps=100 \
   --set task.contrast.weight=3.0 --set task.contrast.margin=0.1 --set task.contrast.frames=500 \
   --set task.contrast.items=2 --set 'task.contrast.edits=["mode","tempo","tonic"]' \
   --set train.ckpt_every=200 --set train.keep_checkpoints=3
-# 4. prompt attributes (tempo, tonic and mode tokens), FINAL_STEP steps of a 3,000-step schedule
-train "$RUNS/mg-attr" "$FINAL_STEP" --set data.source=data/synth-union --set train.init_from="$(ckpt "$RUNS/mg-long" 400)" \
-  --set 'task.text_attributes=["bpm","tonic","mode"]' --set train.steps=3000 \
-  --set train.lr=5e-4 --set train.warmup_steps=100 \
-  --set task.contrast.weight=3.0 --set task.contrast.margin=0.1 --set task.contrast.frames=500 \
-  --set task.contrast.items=2 --set 'task.contrast.edits=["mode","tempo","tonic"]' \
-  --set train.ckpt_every=100 --set train.keep_checkpoints=4
+# 4. prompt attributes (tempo, tonic and mode tokens; the recipe's default), a 3,000-step schedule at
+#    lr 5e-4 to step 300, then lowered to 2.5e-4 (the loss rose at 5e-4), stopped at FINAL_STEP
+ATTR=(--set data.source=data/synth-union --set train.init_from="$(ckpt "$RUNS/mg-long" 400)"
+  --set 'task.text_attributes=["bpm","tonic","mode"]' --set train.steps=3000 --set train.warmup_steps=100
+  --set task.contrast.weight=3.0 --set task.contrast.margin=0.1 --set task.contrast.frames=500
+  --set task.contrast.items=2 --set 'task.contrast.edits=["mode","tempo","tonic"]'
+  --set train.ckpt_every=100 --set train.keep_checkpoints=6)
+train "$RUNS/mg-attr" 300 "${ATTR[@]}" --set train.lr=5e-4
+train "$RUNS/mg-attr" "$FINAL_STEP" "${ATTR[@]}" --set train.lr=2.5e-4
 tunecraft export "$(ckpt "$RUNS/mg-attr" "$FINAL_STEP")" "$OUT"

@@ -584,3 +584,5 @@ def test_caption_contrast_term_separates_real_from_counterfactual_captions(tmp_p
     assert r["fact_clips"] == {"mode": 6, "tempo": 6, "tonic": 6} and r["fact_gain"]["mode"] > 0.02
     with pytest.raises(Exception, match="edits"):
         load_recipe("musicgen-tiny", args + ["task.contrast.edits=[genre]"])
+    with pytest.raises(ConfigError, match="text_attributes"):
+        load_recipe("musicgen-tiny", args + ["task.text_attributes=[genre]"])
