@@ -133,11 +133,9 @@ class MusicGenTaskConfig(Config):
     contrast: CaptionContrastConfig = dataclasses.field(default_factory=CaptionContrastConfig)
 
     def __post_init__(self) -> None:
-        from ..text.attributes import ATTRIBUTES
+        from ..text.attributes import check_attributes
 
-        attrs = self.text_attributes
-        if not isinstance(attrs, (list, tuple)) or any(a not in ATTRIBUTES for a in attrs) or len(set(attrs)) != len(attrs):
-            raise ConfigError(f"task.text_attributes must be distinct names among {', '.join(ATTRIBUTES)}, got {attrs!r}")
+        self.text_attributes = check_attributes(self.text_attributes, "task.text_attributes")
         if self.num_codebooks < 1:
             raise ConfigError(f"num_codebooks must be >= 1, got {self.num_codebooks}")
         streams = self.num_codebooks * (2 if self.stereo else 1)

@@ -28,13 +28,22 @@ from ..errors import ConfigError
 from .counterfactual import _BPM, _KEY, _MODE, _pitch
 from .states import TextStates
 
-__all__ = ["ATTRIBUTES", "MusicFacts", "parse_facts", "AttributeEmbedder"]
+__all__ = ["ATTRIBUTES", "MusicFacts", "parse_facts", "check_attributes", "AttributeEmbedder"]
 
 #: the attributes a prompt can state, in token order
 ATTRIBUTES: Tuple[str, ...] = ("bpm", "tonic", "mode")
 _BPM_RANGE = (20.0, 400.0)
 _BPM_CENTER = 120.0
 _FOURIER = 6  # frequencies of the log-tempo features: pi * 2**k, k = -2..3 (periods 8 down to 0.25 octave)
+
+
+def check_attributes(attributes, what: str = "text attributes") -> list:
+    """``attributes`` as a list in token order (``bpm``, ``tonic``, ``mode``); a
+    :class:`~tunecraft.errors.ConfigError` unless they are distinct names of :data:`ATTRIBUTES`."""
+    if isinstance(attributes, str) or not isinstance(attributes, (list, tuple)) \
+            or any(a not in ATTRIBUTES for a in attributes) or len(set(attributes)) != len(attributes):
+        raise ConfigError(f"{what} must be distinct names among {', '.join(ATTRIBUTES)}, got {attributes!r}")
+    return [a for a in ATTRIBUTES if a in attributes]
 
 
 @dataclass(frozen=True)
@@ -87,12 +96,10 @@ class AttributeEmbedder(nn.Module):
 
     def __init__(self, dim: int, attributes: Sequence[str] = ATTRIBUTES, init_std: float = 0.3) -> None:
         super().__init__()
-        attributes = tuple(attributes)
-        unknown = [a for a in attributes if a not in ATTRIBUTES]
-        if unknown or not attributes or len(set(attributes)) != len(attributes):
-            raise ConfigError(f"text attributes must be distinct names among {', '.join(ATTRIBUTES)}, "
-                              f"got {list(attributes)}")
-        self.attributes = tuple(a for a in ATTRIBUTES if a in attributes)
+        attributes = check_attributes(list(attributes))
+        if not attributes:
+            raise ConfigError("an AttributeEmbedder needs at least one attribute")
+        self.attributes = tuple(attributes)
         self.dim = int(dim)
         if "bpm" in self.attributes:
             self.bpm = nn.Linear(1 + 2 * _FOURIER, dim)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import ConfigError, InvalidInput
-from .attributes import ATTRIBUTES, AttributeEmbedder
+from .attributes import AttributeEmbedder, check_attributes
 from .encoders import DEFAULT_CACHE_SIZE, TextEncoder, get_text_encoder
 from .states import TextStates, null_condition
 
@@ -48,11 +48,7 @@ class TextConditionerConfig(Config):
             raise ConfigError(f"text conditioner model_dim must be a positive integer, got {self.model_dim!r}")
         if not 0.0 <= float(self.cfg_dropout_p) <= 1.0:
             raise ConfigError(f"cfg_dropout_p must be in [0, 1], got {self.cfg_dropout_p}")
-        if not isinstance(self.attributes, (list, tuple)) or any(a not in ATTRIBUTES for a in self.attributes) \
-                or len(set(self.attributes)) != len(self.attributes):
-            raise ConfigError(f"text attributes must be distinct names among {', '.join(ATTRIBUTES)}, "
-                              f"got {self.attributes!r}")
-        self.attributes = [a for a in ATTRIBUTES if a in self.attributes]
+        self.attributes = check_attributes(self.attributes)
 
 
 class _SharedEncoder:
