@@ -34,6 +34,12 @@ def test_attribute_tokens_follow_what_each_prompt_states():
     assert out.mask.tolist() == [[True, True], [False, False], [False, True], [True, False]]
     assert torch.all(out.states[~out.mask] == 0)
     assert torch.equal(out.states[2, 1], emb.mode.weight[0]) and torch.equal(out.states[0, 1], emb.mode.weight[1])
+    # a batch that states nothing still reaches every parameter (DDP needs each one in every step)
+    silent = emb(["calm piano", ""])
+    assert not silent.mask.any() and torch.all(silent.states == 0)
+    silent.states.sum().backward()
+    assert all(p.grad is not None and torch.all(p.grad == 0) for p in emb.parameters())
+    assert emb([]).states.shape == (0, 2, 16)
     # the tempo features are smooth in log-tempo and tell apart tempi 6 % apart
     f = _tempo_features(torch.tensor([100.0, 100.5, 106.0, 200.0]))
     near, six, far = (f[0] - f[1]).norm(), (f[0] - f[2]).norm(), (f[0] - f[3]).norm()

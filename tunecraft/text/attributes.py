@@ -118,24 +118,23 @@ class AttributeEmbedder(nn.Module):
         ref = next(self.parameters())
         device = ref.device if device is None else device
         dtype = ref.dtype if dtype is None else dtype
-        B, n = len(facts), len(self.attributes)
-        states = torch.zeros(B, n, self.dim, device=device, dtype=dtype)
-        mask = torch.zeros(B, n, dtype=torch.bool, device=device)
-        for j, name in enumerate(self.attributes):
-            rows = [i for i, f in enumerate(facts) if getattr(f, name) is not None]
-            if not rows:
-                continue
-            idx = torch.tensor(rows, device=device)
+        # every row gets a token (a placeholder value where the prompt is silent), then the mask
+        # zeroes the silent ones: all parameters stay in the graph, as DDP needs in every step
+        tokens, masks = [], []
+        for name in self.attributes:
+            values = [getattr(f, name) for f in facts]
+            present = torch.tensor([v is not None for v in values], dtype=torch.bool, device=device)
             if name == "bpm":
-                bpm = torch.tensor([facts[i].bpm for i in rows], device=device, dtype=torch.float32)
+                bpm = torch.tensor([_BPM_CENTER if v is None else v for v in values], device=device,
+                                   dtype=torch.float32)
                 tok = self.bpm(_tempo_features(bpm).to(self.bpm.weight.dtype))
             elif name == "tonic":
-                tok = self.tonic(torch.tensor([facts[i].tonic for i in rows], device=device))
+                tok = self.tonic(torch.tensor([v or 0 for v in values], device=device, dtype=torch.long))
             else:
-                tok = self.mode(torch.tensor([int(facts[i].mode == "minor") for i in rows], device=device))
-            states[idx, j] = tok.to(dtype)
-            mask[idx, j] = True
-        return TextStates(states, mask)
+                tok = self.mode(torch.tensor([int(v == "minor") for v in values], device=device, dtype=torch.long))
+            tokens.append(torch.where(present.unsqueeze(-1), tok.to(dtype), torch.zeros((), dtype=dtype, device=device)))
+            masks.append(present)
+        return TextStates(torch.stack(tokens, dim=1), torch.stack(masks, dim=1))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, attributes={list(self.attributes)}"
