@@ -516,7 +516,7 @@ class CodecLM(nn.Module):
         start = pattern.first_step_with_timestep(T0)
         cfg = params.uses_cfg and (text is not None or chroma is not None)
         scale = float(params.cfg_scale) if cfg else 1.0
-        fact = float(params.fact_guidance) if text is not None else 0.0
+        fact = float(params.fact_guidance)  # generate() admits negatives only beside a text
         negatives = list(negatives) if fact > 0 else []
 
         # the condition rows: [cond, null (with CFG), negative 1, ...], B rows each

@@ -118,8 +118,9 @@ class AttributeEmbedder(nn.Module):
         ref = next(self.parameters())
         device = ref.device if device is None else device
         dtype = ref.dtype if dtype is None else dtype
-        # every row gets a token (a placeholder value where the prompt is silent), then the mask
-        # zeroes the silent ones: all parameters stay in the graph, as DDP needs in every step
+        # every row gets a token (computed from a neutral stand-in where the prompt is silent: 120
+        # bpm, C, major), then the mask zeroes the silent ones: all parameters stay in the graph,
+        # as DDP needs in every step
         tokens, masks = [], []
         for name in self.attributes:
             values = [getattr(f, name) for f in facts]

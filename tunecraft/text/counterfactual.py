@@ -117,7 +117,7 @@ def guidance_negatives(texts: Sequence[str],
     out = []
     for edit, factor in changes:
         if edit == "tempo":
-            changed = [_scale_tempo(t, factor) if _BPM.search(t) else None for t in texts]
+            changed = [_scale_tempo(t, factor) for t in texts]
         else:
             changed = [counterfactual(t, edit) for t in texts]
         if any(c is not None for c in changed):
