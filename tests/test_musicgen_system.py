@@ -202,6 +202,33 @@ def test_bundle_with_prompt_attributes_round_trips(tmp_path):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_bundle_with_a_beat_clock(tmp_path):
+    """An LM with a beat clock ticks at the tempo each prompt states (none for a prompt that states
+    none), survives the bundle round trip, and must count frames at the codec's rate."""
+    torch.manual_seed(0)
+    lm_cfg = dict(n_q=2, card=32, dim=32, num_heads=2, num_layers=1, ffn_dim=64, max_context=400, extend_stride=200,
+                  beat_rates=[0.5, 1.0, 2.0])
+    lm = CodecLM(CodecLMConfig(**lm_cfg, frame_rate=SR / HOP))
+    torch.nn.init.normal_(lm.beat_proj.weight, std=1.0)
+    text = TextConditioner(32, "minilm")
+    cfg = MusicGenConfig(num_codebooks=2, text=text.config.to_dict(), sampling={"top_k": 10, "cfg_scale": 3.0})
+    with pytest.raises(ConfigError, match="beat clock"):
+        MusicGen(CodecLM(CodecLMConfig(**lm_cfg)), text, tiny_codec(), cfg)  # 50 frames/s vs the codec's 1000
+    system = MusicGen(lm, text, tiny_codec(), cfg)
+    seen = []
+    generate = system.lm.generate
+    system.lm.generate = lambda *a, **kw: seen.append(kw["beat"]) or generate(*a, **kw)
+    system.generate(["a calm piano piece at 90 bpm", "a calm piano piece"], duration=0.05, seed=0)
+    assert torch.allclose(seen[0], torch.tensor([[90 / 60 / 1000, 0.0], [0.0, 0.0]]))
+    del system.lm.generate
+    loaded = load_system(str(system.save_pretrained(tmp_path / "mg-beat")), device="cpu")
+    assert loaded.lm.config.beat_rates == [0.5, 1.0, 2.0] and loaded.lm.config.frame_rate == 1000
+    a, _ = loaded.generate(["a calm piano piece at 90 bpm"], duration=0.05, seed=0)
+    b, _ = loaded.generate(["a calm piano piece at 90 bpm"], duration=0.05, seed=0)
+    c, _ = loaded.generate(["a calm piano piece at 170 bpm"], duration=0.05, seed=0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
 def test_damaged_bundles_give_checkpoint_errors(bundle, tmp_path):
     import shutil
 

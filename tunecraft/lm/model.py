@@ -24,6 +24,18 @@ row is the null condition. ``chroma`` is ``[B, n_chroma, frames]`` (argmax chrom
 ``chroma_length`` prefix positions; its null value is a one-hot on bin 0 (what the argmax chroma
 of silence gives, and what transformers uses). The prefix order is ``[chroma, text]`` as in
 transformers' ``MusicgenMelodyForConditionalGeneration``.
+
+**Beat clock** (not in the paper; off unless ``beat_rates`` is set). ``beat [B, 2]`` =
+``(beats per frame, beat at frame 0)`` per row, from the tempo a prompt states
+(:meth:`CodecLM.beat_clock`); a row with 0 beats per frame has no clock. Every input position
+gets ``W [sin, cos](2 pi r phi)`` for each rate ``r`` of ``beat_rates`` (cycles per beat), where
+``phi`` is the beat position of the frame that position predicts; ``W`` starts at zero, so a
+model warm-started without a clock computes what it computed before. It is a time-aligned
+control in the manner of JASCO's or Music ControlNet's rhythm conditions, with the beat grid
+given by the requested tempo instead of extracted from a reference: a model that only reads the
+tempo from the text has to keep the beat by itself over hundreds of frames, and a small CPU
+model does not. The clock is a condition like the text: dropped with it (``cfg_dropout``) and
+absent from the null row of classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -119,6 +131,8 @@ class CodecLMConfig(Config):
     max_context: int = 1500
     extend_stride: int = 900
     init_std: float = 0.02
+    beat_rates: list = field(default_factory=list)
+    frame_rate: float = 50.0
 
     def __post_init__(self) -> None:
         _check_int(self.n_q, "n_q", 1)
@@ -156,6 +170,14 @@ class CodecLMConfig(Config):
         get_pattern_provider(self.pattern, self.n_q, **self.pattern_options)  # validates the options
         if not self.init_std > 0:
             raise ConfigError(f"init_std must be positive, got {self.init_std}")
+        if not isinstance(self.beat_rates, (list, tuple)) or not all(
+                isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0
+                for r in self.beat_rates):
+            raise ConfigError(f"beat_rates must be a list of positive numbers (cycles per beat), got {self.beat_rates!r}")
+        self.beat_rates = [float(r) for r in self.beat_rates]
+        if isinstance(self.frame_rate, bool) or not isinstance(self.frame_rate, (int, float)) \
+                or not math.isfinite(self.frame_rate) or self.frame_rate <= 0:
+            raise ConfigError(f"frame_rate must be a positive number of frames per second, got {self.frame_rate!r}")
 
     @property
     def special_token(self) -> int:
@@ -208,17 +230,23 @@ class _Decoder:
     """Decoding state of one batch of rows: KV cache, cross-attention K/V, prefix."""
 
     def __init__(self, lm: "CodecLM", io: _DecodeWeights, cross: CrossContext | None, prefix: torch.Tensor | None,
-                 rows: int, capacity: int) -> None:
+                 rows: int, capacity: int, beat: torch.Tensor | None = None) -> None:
         self.lm = lm
         self.io = io
         self.cross = cross
         self.prefix = prefix
+        self.beat = beat  # [rows, S + 1, D]: the beat clock of every position of the window
+        self.pos = 0
         ref = io.table
         self.cache = lm.transformer.new_cache(rows, capacity, dtype=ref.dtype, device=ref.device)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed ``tokens [rows, K, n]``; return the logits ``[rows, K, card]`` at the last position."""
         x = self.io.embed(tokens)
+        if self.beat is not None:
+            n = tokens.shape[2]
+            x = x + self.beat[:, self.pos: self.pos + n]
+            self.pos += n
         if self.prefix is not None:
             x = torch.cat([self.prefix, x], dim=1)
             self.prefix = None
@@ -259,6 +287,10 @@ class CodecLM(nn.Module):
             [nn.Linear(config.dim, config.card, bias=config.bias_proj) for _ in range(config.n_q)]
         )
         self.chroma_proj = nn.Linear(config.n_chroma, config.dim) if config.n_chroma > 0 else None
+        rates = config.beat_rates
+        self.beat_proj = nn.Linear(2 * len(rates), config.dim, bias=False) if rates else None
+        if rates:
+            self.register_buffer("beat_cycles", torch.tensor(rates, dtype=torch.float32), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -272,6 +304,8 @@ class CodecLM(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.beat_proj is not None:
+            nn.init.zeros_(self.beat_proj.weight)  # a warm start without a clock is unchanged
 
     # ------------------------------------------------------------------ properties
     @property
@@ -290,6 +324,65 @@ class CodecLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ conditions
+    @property
+    def has_beat_clock(self) -> bool:
+        return self.beat_proj is not None
+
+    def beat_clock(self, bpm: Sequence[float | None], start_frames: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 2]`` beat clocks for tempi ``bpm`` (None or 0: no clock) whose beat grid starts at
+        frame ``-start_frames`` (a crop that begins ``start_frames`` into its clip)."""
+        rows = []
+        starts = [0] * len(bpm) if start_frames is None else [int(f) for f in start_frames]
+        if len(starts) != len(bpm):
+            raise InvalidInput(f"beat_clock: {len(bpm)} tempi but {len(starts)} start frames")
+        for b, f in zip(bpm, starts):
+            if b is None or b == 0:
+                rows.append((0.0, 0.0))
+                continue
+            b = float(b)
+            if not math.isfinite(b) or b < 0:
+                raise InvalidInput(f"a tempo must be a positive number of beats per minute, got {b}")
+            per_frame = b / (60.0 * self.config.frame_rate)
+            rows.append((per_frame, (f * per_frame) % 1.0))
+        return torch.tensor(rows, dtype=torch.float32, device=self.device).view(-1, 2)
+
+    def _check_beat(self, beat: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if beat is None:
+            return None
+        if not self.has_beat_clock:
+            raise InvalidInput("this model has no beat clock (beat_rates is empty)")
+        if not isinstance(beat, torch.Tensor) or tuple(beat.shape) != (batch, 2) or not beat.is_floating_point():
+            shape = tuple(beat.shape) if isinstance(beat, torch.Tensor) else type(beat).__name__
+            raise InvalidInput(f"beat must be a float tensor [{batch}, 2] (beats per frame, beat at frame 0), got {shape}")
+        if not bool(torch.isfinite(beat).all()) or bool((beat[:, 0] < 0).any()):
+            raise InvalidInput("beat clocks must be finite with beats per frame >= 0")
+        return beat.to(device=self.device, dtype=torch.float32)
+
+    @staticmethod
+    def _step_frames(pattern) -> torch.Tensor:
+        """``[S + 1]``: for each input position, the frame of the codes it predicts (the newest
+        frame of the next step; an empty or missing next step repeats the previous value)."""
+        cached = getattr(pattern, "_beat_frames", None)
+        if cached is None:
+            frames, last = [], 0
+            layout = pattern.layout
+            for s in range(pattern.sequence_length):
+                nxt = layout[s + 1] if s + 1 < len(layout) else []
+                if nxt:
+                    last = max(c.t for c in nxt)
+                frames.append(last)
+            cached = torch.tensor(frames, dtype=torch.float32)
+            pattern._beat_frames = cached
+        return cached
+
+    def _beat_embedding(self, beat: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """``[B, n, D]``: the clock features of ``beat [B, 2]`` at ``frames [n]``, zero for rows
+        without a clock."""
+        phase = beat[:, 1:2] + frames.to(beat.device).view(1, -1) * beat[:, 0:1]  # [B, n] in beats
+        angle = (2 * math.pi) * phase.unsqueeze(-1) * self.beat_cycles.view(1, 1, -1)
+        feats = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1) * (beat[:, 0] > 0).view(-1, 1, 1).float()
+        return self.beat_proj(feats.to(self.beat_proj.weight.dtype))
+
     def null_chroma(self, batch_size: int, frames: int = 1) -> torch.Tensor:
         """The null melody ``[B, n_chroma, frames]``: a one-hot on bin 0."""
         if not self.has_melody:
@@ -348,8 +441,9 @@ class CodecLM(nn.Module):
         return self.transformer.cross_context(text.states, text.mask, precompute=precompute)
 
     def _drop_conditions(self, text: TextStates | None, chroma: torch.Tensor | None, batch: int,
-                         generator: torch.Generator | None):
-        """Training-time condition dropout: rows -> null condition with probability ``cfg_dropout``."""
+                         generator: torch.Generator | None, beat: torch.Tensor | None = None):
+        """Training-time condition dropout: rows -> null condition with probability ``cfg_dropout``
+        (the text, the melody and the beat clock of a row go together)."""
         p = float(self.config.cfg_dropout)
         if p > 0:
             if text is not None:
@@ -359,12 +453,14 @@ class CodecLM(nn.Module):
                 dropped = (torch.rand(batch, generator=generator, device=gen_device) < p).to(self.device)
             if chroma is not None:
                 chroma = torch.where(dropped.view(-1, 1, 1), self.null_chroma(batch, chroma.shape[2]), chroma)
+            if beat is not None:
+                beat = torch.where(dropped.to(beat.device).view(-1, 1), torch.zeros_like(beat), beat)
         q = float(self.config.chroma_dropout)
         if q > 0 and chroma is not None:
             gen_device = generator.device if generator is not None else torch.device("cpu")
             drop_c = (torch.rand(batch, generator=generator, device=gen_device) < q).to(self.device)
             chroma = torch.where(drop_c.view(-1, 1, 1), self.null_chroma(batch, chroma.shape[2]), chroma)
-        return text, chroma
+        return text, chroma, beat
 
     # ------------------------------------------------------------------ forward / loss
     def _check_sequence(self, sequence: torch.Tensor, name: str = "sequence") -> None:
@@ -375,11 +471,15 @@ class CodecLM(nn.Module):
             raise InvalidInput(f"{name} must be int64, got {sequence.dtype}")
 
     def forward(self, sequence: torch.Tensor, text: TextStates | None = None,
-                chroma: torch.Tensor | None = None) -> torch.Tensor:
+                chroma: torch.Tensor | None = None, beat: torch.Tensor | None = None,
+                beat_frames: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, K, S, card]`` for a pattern sequence ``[B, K, S]`` (ids in ``[0, card]``).
 
         The output at position ``s`` predicts the codes of position ``s + 1``. Prefix
-        positions (melody, prepended text) are run but not returned.
+        positions (melody, prepended text) are run but not returned. ``beat [B, 2]`` adds the
+        beat clock; ``beat_frames [S]`` is the frame each position predicts (default ``s``, as
+        the delay and parallel patterns have it; :meth:`compute_predictions` passes the
+        pattern's own).
         """
         self._check_sequence(sequence)
         B, K, S = sequence.shape
@@ -387,9 +487,15 @@ class CodecLM(nn.Module):
             raise InvalidInput(f"sequence ids must be in [0, {self.card}] ({self.card} = special token)")
         text = self._check_text(text, B)
         chroma = self._check_chroma(chroma, B)
+        beat = self._check_beat(beat, B)
         x = self.emb[0](sequence[:, 0])
         for k in range(1, K):
             x = x + self.emb[k](sequence[:, k])
+        if beat is not None:
+            frames = torch.arange(S, dtype=torch.float32) if beat_frames is None else beat_frames
+            if frames.shape != (S,):
+                raise InvalidInput(f"beat_frames must be [{S}], got {tuple(frames.shape)}")
+            x = x + self._beat_embedding(beat, frames).to(x.dtype)
         prefix = self._prefix(text, chroma, B)
         P = 0 if prefix is None else prefix.shape[1]
         if prefix is not None:
@@ -398,7 +504,7 @@ class CodecLM(nn.Module):
         return torch.stack([lin(h) for lin in self.linears], dim=1)
 
     def compute_predictions(self, codes: torch.Tensor, text: TextStates | None = None,
-                            chroma: torch.Tensor | None = None) -> LMOutput:
+                            chroma: torch.Tensor | None = None, beat: torch.Tensor | None = None) -> LMOutput:
         """Teacher-forced logits aligned with the codes ``[B, K, T]``: ``logits [B, K, T, card]``.
 
         The codes are interleaved with the model's pattern, run through :meth:`forward` and the
@@ -411,13 +517,15 @@ class CodecLM(nn.Module):
             raise InvalidInput(f"codes must be in [0, {self.card})")
         pattern = self.pattern_provider.get_pattern(T)
         sequence, _, _ = pattern.build_pattern_sequence(codes, self.special_token)
-        logits = self(sequence, text, chroma)  # [B, K, S, card]
+        frames = None if beat is None else self._step_frames(pattern)
+        logits = self(sequence, text, chroma, beat, frames)  # [B, K, S, card]
         logits, _, mask = pattern.revert_pattern_logits(logits.permute(0, 3, 1, 2), float("nan"))
         return LMOutput(logits=logits.permute(0, 2, 3, 1), mask=mask.unsqueeze(0).expand(B, -1, -1))
 
     def _scored_predictions(self, codes: torch.Tensor, text: TextStates | None, chroma: torch.Tensor | None,
                             frame_mask: torch.Tensor | None, drop: bool,
-                            generator: torch.Generator | None = None) -> tuple[LMOutput, torch.Tensor]:
+                            generator: torch.Generator | None = None,
+                            beat: torch.Tensor | None = None) -> tuple[LMOutput, torch.Tensor]:
         """The inputs checked, the conditions dropped when ``drop`` (``cfg_dropout`` /
         ``chroma_dropout``, draws from ``generator``), the teacher-forced predictions and the
         ``[B, K, T]`` mask of the positions that count: those the pattern predicts, within
@@ -428,9 +536,10 @@ class CodecLM(nn.Module):
             raise InvalidInput("codes have no frames")
         text = self._check_text(text, B)
         chroma = self._check_chroma(chroma, B)
+        beat = self._check_beat(beat, B)
         if drop:
-            text, chroma = self._drop_conditions(text, chroma, B, generator)
-        out = self.compute_predictions(codes, text, chroma)
+            text, chroma, beat = self._drop_conditions(text, chroma, B, generator, beat)
+        out = self.compute_predictions(codes, text, chroma, beat)
         mask = out.mask
         if frame_mask is not None:
             if frame_mask.dtype != torch.bool or tuple(frame_mask.shape) != (B, T):
@@ -439,14 +548,16 @@ class CodecLM(nn.Module):
         return out, mask
 
     def compute_loss(self, codes: torch.Tensor, text: TextStates | None = None, chroma: torch.Tensor | None = None,
-                     *, frame_mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> LMLoss:
+                     *, frame_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                     beat: torch.Tensor | None = None) -> LMLoss:
         """Cross-entropy per codebook on the positions the pattern predicts, averaged over codebooks.
 
         In training mode the conditions are first dropped with ``cfg_dropout`` /
         ``chroma_dropout`` (draws from ``generator``). ``frame_mask [B, T]`` (True = real frame)
-        excludes padded frames.
+        excludes padded frames. ``beat [B, 2]``: beat clocks (:meth:`beat_clock`).
         """
-        out, mask = self._scored_predictions(codes, text, chroma, frame_mask, drop=self.training, generator=generator)
+        out, mask = self._scored_predictions(codes, text, chroma, frame_mask, drop=self.training, generator=generator,
+                                             beat=beat)
         K = codes.shape[1]
         ces = []
         for k in range(K):
@@ -460,10 +571,10 @@ class CodecLM(nn.Module):
 
     def sequence_cross_entropy(self, codes: torch.Tensor, text: TextStates | None = None,
                                chroma: torch.Tensor | None = None, *,
-                               frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+                               frame_mask: torch.Tensor | None = None, beat: torch.Tensor | None = None) -> torch.Tensor:
         """``[B]``: each row's mean cross-entropy (nats per token, over every codebook and the
         positions the pattern predicts), teacher forced and never with condition dropout."""
-        out, mask = self._scored_predictions(codes, text, chroma, frame_mask, drop=False)
+        out, mask = self._scored_predictions(codes, text, chroma, frame_mask, drop=False, beat=beat)
         B, K, T = codes.shape
         logits = torch.where(mask.unsqueeze(-1), out.logits, torch.zeros((), dtype=out.logits.dtype, device=out.logits.device))
         ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none").view(B, K, T)
@@ -496,17 +607,18 @@ class CodecLM(nn.Module):
         return text, chroma
 
     def _make_decoder(self, io: _DecodeWeights, text: TextStates | None, chroma: torch.Tensor | None, batch: int,
-                      capacity_steps: int) -> _Decoder:
+                      capacity_steps: int, beat: torch.Tensor | None = None) -> _Decoder:
         prefix = self._prefix(text, chroma, batch)
         P = 0 if prefix is None else prefix.shape[1]
         cross = self._cross(text, precompute=True)
-        return _Decoder(self, io, cross, prefix, batch, P + capacity_steps)
+        return _Decoder(self, io, cross, prefix, batch, P + capacity_steps, beat)
 
     def _generate_window(self, context: torch.Tensor, total: int, text: TextStates | None,
                          chroma: torch.Tensor | None, params: SamplingParams, generator: torch.Generator | None,
                          io: _DecodeWeights, progress: Callable[[], None] | None,
-                         negatives: Sequence[TextStates] = ()) -> torch.Tensor:
-        """Generate codes ``[B, K, total]`` continuing ``context [B, K, T0]`` (one window)."""
+                         negatives: Sequence[TextStates] = (), beat: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate codes ``[B, K, total]`` continuing ``context [B, K, T0]`` (one window);
+        ``beat [B, 2]`` is the clock at the window's first frame."""
         B, K, T0 = context.shape
         pattern = self.pattern_provider.get_pattern(total)
         codes = torch.full((B, K, total), UNKNOWN_TOKEN, dtype=torch.long, device=self.device)
@@ -525,15 +637,21 @@ class CodecLM(nn.Module):
             rows.append(self._conditioning(text, chroma, B, null=True))
         rows += [(neg, chroma) for neg in negatives]
         n = len(rows)
+        # the beat clock of every position, per row group: the null row of CFG has none
+        clocks: list[torch.Tensor | None] = [None] * n
+        if beat is not None:
+            emb = self._beat_embedding(beat, self._step_frames(pattern)).to(self.dtype)
+            clocks = [emb] + ([torch.zeros_like(emb)] if cfg else []) + [emb] * len(negatives)
         # one batch unless asked otherwise; prepended texts of different lengths cannot share one
         lengths = {r[0].length for r in rows if r[0] is not None}
         batched = not params.two_step_cfg and (self.config.text_fuse == "cross" or len(lengths) <= 1)
         if n == 1 or batched:
             t_all = TextStates.cat([r[0] for r in rows]) if text is not None else None
             c_all = torch.cat([r[1] for r in rows]) if chroma is not None else None
-            decoders = [self._make_decoder(io, t_all, c_all, n * B, S1)]
+            b_all = torch.cat(clocks) if beat is not None else None
+            decoders = [self._make_decoder(io, t_all, c_all, n * B, S1, b_all)]
         else:
-            decoders = [self._make_decoder(io, t, c, B, S1) for t, c in rows]
+            decoders = [self._make_decoder(io, t, c, B, S1, b) for (t, c), b in zip(rows, clocks)]
 
         def logits_for(tokens: torch.Tensor) -> torch.Tensor:
             if len(decoders) == 1:
@@ -566,7 +684,7 @@ class CodecLM(nn.Module):
                  params: SamplingParams | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, greedy: bool | None = None, cfg_scale: float | None = ...,
                  two_step_cfg: bool | None = None, fact_guidance: float | None = None,
-                 negatives: Sequence[TextStates] = (), seed: int | None = None,
+                 negatives: Sequence[TextStates] = (), beat: torch.Tensor | None = None, seed: int | None = None,
                  generator: torch.Generator | None = None, max_context: int | None = None,
                  extend_stride: int | None = None, include_prompt: bool = True,
                  callback: ProgressCallback | None = None) -> torch.Tensor:
@@ -583,6 +701,8 @@ class CodecLM(nn.Module):
                 guidance the conditional and null rows run as one batch unless ``two_step_cfg``.
             negatives: text states ``[B, L', dim]`` to guide away from, with scale
                 ``fact_guidance`` (ignored when it is 0); they run in the same batch.
+            beat: beat clocks ``[B, 2]`` at the first frame of the output, prompt included
+                (:meth:`beat_clock`; models with ``beat_rates`` only).
             seed / generator: source of randomness (a seed makes a fresh generator).
             max_context / extend_stride: sliding window in frames (defaults from the config).
                 Past ``max_context`` frames, the last ``max_context - extend_stride`` frames are
@@ -638,6 +758,7 @@ class CodecLM(nn.Module):
         if negatives and text is None:
             raise InvalidInput("negative conditions need a text condition to guide")
         negatives = [self._check_text(neg, batch) for neg in negatives]
+        beat = self._check_beat(beat, batch)
         if prompt is not None:
             self._check_sequence(prompt, "prompt")
             if prompt.shape[2] and (int(prompt.min()) < 0 or int(prompt.max()) >= self.card):
@@ -681,9 +802,13 @@ class CodecLM(nn.Module):
                         lo = ((known - ctx) * frames) // total
                         hi = max(lo + 1, -(-((known - ctx + length) * frames) // total))
                         window_chroma = chroma[:, :, lo:hi]
+                    window_beat = None
+                    if beat is not None:  # the clock at the window's first frame
+                        window_beat = beat.clone()
+                        window_beat[:, 1] = (beat[:, 1] + (known - ctx) * beat[:, 0]) % 1.0
                     window = self._generate_window(codes[:, :, known - ctx:], length, text, window_chroma, params,
                                                    generator, io, progress if callback is not None else None,
-                                                   negatives)
+                                                   negatives, window_beat)
                     codes = torch.cat([codes, window[:, :, ctx:]], dim=2)
         finally:
             self.train(was_training)

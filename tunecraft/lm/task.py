@@ -333,7 +333,7 @@ class TokenClipDataset(torch.utils.data.Dataset):
         mask[:n] = True
         if n < self.segment:
             crop = torch.cat([crop, crop.new_zeros(crop.shape[0], self.segment - n)], dim=1)
-        out = {"codes": crop, "mask": mask, "text": item["captions"][k]}
+        out = {"codes": crop, "mask": mask, "text": item["captions"][k], "offset": offset}
         if self.chroma_bins:
             pc = item.get("chroma")
             if pc is None:
@@ -350,7 +350,7 @@ class TokenClipDataset(torch.utils.data.Dataset):
 
 def collate_tokens(items: List[Dict[str, Any]]) -> Dict[str, Any]:
     out = {"codes": torch.stack([it["codes"] for it in items]), "mask": torch.stack([it["mask"] for it in items]),
-           "text": [it["text"] for it in items]}
+           "text": [it["text"] for it in items], "offset": torch.tensor([it.get("offset", 0) for it in items])}
     if "chroma" in items[0]:
         out["chroma"] = torch.stack([it["chroma"] for it in items])
     return out
@@ -367,16 +367,28 @@ class ConditionedLM(nn.Module):
         self.lm = CodecLM(lm)
         self.text = TextConditioner.from_config(text)
 
+    def beat_clock(self, texts: List[str], offsets: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """The LM's beat clocks for ``texts`` (the tempo each states, :func:`parse_facts`; none
+        when it states none) on crops ``offsets`` frames into their clips; None without a clock."""
+        if not self.lm.has_beat_clock:
+            return None
+        from ..text.attributes import parse_facts
+
+        return self.lm.beat_clock([parse_facts(t).bpm for t in texts], offsets)
+
     def forward(self, codes: torch.Tensor, texts: List[str], chroma: Optional[torch.Tensor] = None,
                 frame_mask: Optional[torch.Tensor] = None, negatives: Optional[List[Optional[str]]] = None,
-                contrast_frames: int = 0) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+                contrast_frames: int = 0,
+                offsets: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """``(loss, ce_per_codebook [K], gaps)``: the loss of :meth:`CodecLM.compute_loss` and,
         when ``negatives`` (a counterfactual caption or None per row) is given, ``gaps [n]`` =
         CE(counterfactual) - CE(real) over the first ``contrast_frames`` frames of each of the
         ``n`` rows with a counterfactual (else None). Both run in this one forward so that DDP
-        sees a single call."""
+        sees a single call. ``offsets [B]``: the frame each crop starts at in its clip (for the
+        beat clock; default 0). A counterfactual gets the clock of the tempo it states."""
         text = self.text(texts) if self.lm.config.text_fuse != "none" else None
-        out = self.lm.compute_loss(codes, text, chroma, frame_mask=frame_mask)
+        beat = self.beat_clock(texts, offsets)
+        out = self.lm.compute_loss(codes, text, chroma, frame_mask=frame_mask, beat=beat)
         gaps = None
         rows = [i for i, n in enumerate(negatives or []) if n is not None]
         if rows and text is not None:
@@ -386,7 +398,11 @@ class ConditionedLM(nn.Module):
             mask = None if frame_mask is None else frame_mask[rows, :frames].repeat(2, 1)
             cond = self.text([texts[i] for i in rows] + [negatives[i] for i in rows])
             sub_chroma = None if chroma is None else chroma[rows].repeat(2, 1, 1)
-            ce = self.lm.sequence_cross_entropy(both, cond, sub_chroma, frame_mask=mask)
+            sub_beat = None
+            if beat is not None:
+                sub_offsets = None if offsets is None else offsets[rows].repeat(2)
+                sub_beat = self.beat_clock([texts[i] for i in rows] + [negatives[i] for i in rows], sub_offsets)
+            ce = self.lm.sequence_cross_entropy(both, cond, sub_chroma, frame_mask=mask, beat=sub_beat)
             gaps = ce[len(rows):] - ce[: len(rows)]
         return out.loss, out.ce_per_codebook, gaps
 
@@ -503,6 +519,10 @@ class MusicGenTask(TrainTask):
     def _dataset(self, cache: Dict[str, Any], random: bool, limit: Optional[int] = None) -> TokenClipDataset:
         items = cache["items"] if limit is None else cache["items"][:limit]
         frames = max(1, int(round(self.data.segment_seconds * cache["frame_rate"])))
+        lm = self.config.lm
+        if lm.beat_rates and abs(float(cache["frame_rate"]) - lm.frame_rate) > 1e-6:
+            raise ConfigError(f"task.lm.frame_rate is {lm.frame_rate:g} but the codec's tokens are at "
+                              f"{cache['frame_rate']:g} frames/s (the beat clock counts frames)")
         return TokenClipDataset(items, frames, cache["frame_rate"], cache["sample_rate"], random=random,
                                 seed=self.data.seed, chroma_bins=self.config.lm.n_chroma)
 
@@ -531,7 +551,7 @@ class MusicGenTask(TrainTask):
         c = self.config.contrast
         negatives = self.counterfactuals(batch["text"]) if c.weight > 0 else None
         loss, ce, gaps = model(batch["codes"], batch["text"], batch.get("chroma"), frame_mask=batch["mask"],
-                               negatives=negatives, contrast_frames=c.frames)
+                               negatives=negatives, contrast_frames=c.frames, offsets=batch.get("offset"))
         logs = {f"ce_q{k}": ce[k].detach() for k in range(ce.shape[0])}
         if gaps is not None:
             hinge = torch.relu(c.margin - gaps).mean()

@@ -133,6 +133,9 @@ class MusicGen(GenerationSystem):
             raise ConfigError(f"the LM has {lm.card} codes per codebook, the codec {codec.cardinality}")
         if text.model_dim != lm.dim and lm.config.text_fuse != "none":
             raise ConfigError(f"text projection width {text.model_dim} != LM width {lm.dim}")
+        if lm.has_beat_clock and abs(lm.config.frame_rate - codec.frame_rate) > 1e-6:
+            raise ConfigError(f"the LM's beat clock counts {lm.config.frame_rate:g} frames/s, the codec makes "
+                              f"{codec.frame_rate:g}")
         caps = {"text", "continuation", "batch"} | ({"melody"} if lm.has_melody else set())
         self.capabilities = frozenset(caps | ({"stereo"} if config.stereo else set()))
         self.sample_rate = codec.sample_rate
@@ -223,6 +226,11 @@ class MusicGen(GenerationSystem):
             from ..text.counterfactual import guidance_negatives
 
             negatives = [self._text_states(neg) for neg in guidance_negatives(descriptions)]
+        beat = None
+        if self.lm.has_beat_clock:  # the tempo each prompt states starts its beat grid at frame 0
+            from ..text.attributes import parse_facts
+
+            beat = self.lm.beat_clock([parse_facts(d).bpm for d in descriptions])
         stride = None
         if extend_stride is not None:
             stride = int(round(float(extend_stride) * self.frame_rate))
@@ -246,7 +254,8 @@ class MusicGen(GenerationSystem):
         try:
             new = frames - (0 if prompt is None else prompt.shape[2])
             codes = self.lm.generate(text, prompt=prompt, chroma=chroma, num_samples=len(descriptions),
-                                     max_new_frames=max(0, new), params=params, negatives=negatives, seed=seed,
+                                     max_new_frames=max(0, new), params=params, negatives=negatives, beat=beat,
+                                     seed=seed,
                                      extend_stride=stride, callback=cb)
         finally:
             if bar is not None:
