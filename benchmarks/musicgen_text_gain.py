@@ -14,6 +14,11 @@ states that fact (:mod:`tunecraft.text.counterfactual`: "major" <-> "minor"; the
 0.65-0.8 or 1.25-1.55; another tonic): what the LM takes from that fact alone. ``--frames N``
 scores only the first N frames of each clip (where the audio context has not yet revealed the
 facts; the caption-contrast term of ``task.contrast`` works there).
+
+An LM with a beat clock (``task.lm.beat_rates``) gets, for every caption, the clock of the tempo
+that caption states (none for the null condition); ``beat_gain`` = CE(real caption, clock moved
+half a beat) - CE(real caption) over the clips whose caption states a tempo: how much the LM
+places its codes on the beat grid.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
     fact_sums = {e: 0.0 for e in EDITS}
     fact_counts = {e: 0 for e in EDITS}
     count = 0
+    beat_sum, beat_count = 0.0, 0
     clips_all = [ds[i] for i in range(n)]
     if frames is not None:
         if frames < 1:
@@ -74,18 +80,32 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
             # another clip's caption: the next one in the whole set (never the clip's own)
             others = [clips_all[(start + i + 1) % n]["text"] for i in range(len(texts))]
             conds = {"real": real, "null": null_condition(real, 1.0, None), "shuffled": model.text(others)}
+            offsets = b.get("offset")
+            clocks = {"real": model.beat_clock(texts, offsets), "null": None,
+                      "shuffled": model.beat_clock(others, offsets)}
             for name, cond in conds.items():
-                out = model.lm.compute_loss(b["codes"], cond, None, frame_mask=b["mask"])
+                out = model.lm.compute_loss(b["codes"], cond, None, frame_mask=b["mask"], beat=clocks[name])
                 ce = out.ce_per_codebook.double() * len(items)
                 sums[name] = ce if sums[name] is None else sums[name] + ce
             count += len(items)
-            real_ce = model.lm.sequence_cross_entropy(b["codes"], real, None, frame_mask=b["mask"])
+            real_ce = model.lm.sequence_cross_entropy(b["codes"], real, None, frame_mask=b["mask"], beat=clocks["real"])
+            if clocks["real"] is not None:
+                ticking = clocks["real"][:, 0] > 0
+                if bool(ticking.any()):
+                    moved = clocks["real"].clone()
+                    moved[:, 1] = (moved[:, 1] + 0.5) % 1.0
+                    ce = model.lm.sequence_cross_entropy(b["codes"], real, None, frame_mask=b["mask"], beat=moved)
+                    beat_sum += float((ce - real_ce)[ticking].double().sum())
+                    beat_count += int(ticking.sum())
             for edit in EDITS:
                 edited = [counterfactual(t, edit, rng) for t in texts]
                 rows = [i for i, t in enumerate(edited) if t is not None]
                 if rows:
-                    ce = model.lm.sequence_cross_entropy(b["codes"][rows], model.text([edited[i] for i in rows]), None,
-                                                         frame_mask=b["mask"][rows])
+                    texts_e = [edited[i] for i in rows]
+                    ce = model.lm.sequence_cross_entropy(b["codes"][rows], model.text(texts_e), None,
+                                                         frame_mask=b["mask"][rows],
+                                                         beat=model.beat_clock(texts_e, None if offsets is None
+                                                                               else offsets[rows]))
                     fact_sums[edit] += float((ce - real_ce[rows]).double().sum())
                     fact_counts[edit] += len(rows)
     ce = {k: (v / count).tolist() for k, v in sums.items()}
@@ -93,7 +113,8 @@ def text_gain(checkpoint: str, clips: int = 32, batch: int = 8, seed: int = 0, s
     fact_gain = {e: (fact_sums[e] / fact_counts[e] if fact_counts[e] else None) for e in EDITS}
     return {"checkpoint": str(path), "step": int(state["step"]), "split": split or task.data.valid_split, "clips": count,
             "frames": frames, "ce_per_codebook": ce, "ce": mean, "text_gain": mean["shuffled"] - mean["real"],
-            "cfg_gap": mean["null"] - mean["real"], "fact_gain": fact_gain, "fact_clips": fact_counts}
+            "cfg_gap": mean["null"] - mean["real"], "fact_gain": fact_gain, "fact_clips": fact_counts,
+            "beat_gain": beat_sum / beat_count if beat_count else None, "beat_clips": beat_count}
 
 
 def main(argv=None) -> int:
@@ -120,6 +141,9 @@ def main(argv=None) -> int:
     for edit, gain in r["fact_gain"].items():
         if gain is not None:
             print(f"{edit} gain ({edit} changed - real, {r['fact_clips'][edit]} clips stating it): {gain:.4f} nats/token")
+    if r["beat_gain"] is not None:
+        print(f"beat gain (clock moved half a beat - real, {r['beat_clips']} clips stating a tempo): "
+              f"{r['beat_gain']:.4f} nats/token")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
     return 0

@@ -613,3 +613,31 @@ def test_caption_contrast_term_separates_real_from_counterfactual_captions(tmp_p
         load_recipe("musicgen-tiny", args + ["task.contrast.edits=[genre]"])
     with pytest.raises(ConfigError, match="text_attributes"):
         load_recipe("musicgen-tiny", args + ["task.text_attributes=[genre]"])
+
+
+def test_recipe_with_a_beat_clock_trains_and_is_measured(tmp_path):
+    """task.lm.beat_rates: the token frame rate must match the clock's; the run trains with each
+    caption's tempo (the counterfactual ones included) and the text-gain benchmark reports how much
+    the LM leans on the beat grid (clock moved half a beat)."""
+    from tunecraft.train import load_recipe, run_recipe
+
+    codec_dir = tiny_codec().save_pretrained(tmp_path / "codec")
+    source = _corpus(tmp_path / "corpus")
+    for i in range(6):
+        (source / f"clip{i}.json").write_text(json.dumps({"captions": [f"a piece in C major at {80 + 10 * i} bpm"]}))
+    args = _recipe_args(tmp_path, codec_dir, source) + [
+        "task.lm.beat_rates=[0.5, 1.0, 2.0]", "task.contrast.weight=1.0", "task.contrast.items=2",
+        "train.steps=10", "train.batch_size=4", "train.lr=3e-3", "train.warmup_steps=0", "train.log_every=1",
+        "train.valid_every=0", "train.sample_every=0", "train.ckpt_every=10"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ConfigError, match="frame_rate"):  # the recipe's 50 frames/s vs this codec's 1000
+            load_recipe("musicgen-tiny", args).task.build_train_dataset()
+        args.append(f"task.lm.frame_rate={SR // HOP}")
+        run_recipe("musicgen-tiny", out_dir=tmp_path / "run", overrides=args, quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r) and any("contrast_gap" in r for r in rows)
+    r = _text_gain_benchmark().text_gain(str(tmp_path / "run"), clips=6, split="train")
+    assert r["beat_clips"] == 6 and math.isfinite(r["beat_gain"]) and r["fact_clips"]["tempo"] == 6
+    system = load_system(str(tmp_path / "run" / "model"), device="cpu")
+    assert system.lm.config.beat_rates == [0.5, 1.0, 2.0] and system.lm.beat_proj.weight.abs().sum() > 0

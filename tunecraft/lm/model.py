@@ -379,7 +379,7 @@ class CodecLM(nn.Module):
         """``[B, n, D]``: the clock features of ``beat [B, 2]`` at ``frames [n]``, zero for rows
         without a clock."""
         phase = beat[:, 1:2] + frames.to(beat.device).view(1, -1) * beat[:, 0:1]  # [B, n] in beats
-        angle = (2 * math.pi) * phase.unsqueeze(-1) * self.beat_cycles.view(1, 1, -1)
+        angle = (2 * math.pi) * phase.unsqueeze(-1) * self.beat_cycles.float().view(1, 1, -1)  # fp32 even in a half model
         feats = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1) * (beat[:, 0] > 0).view(-1, 1, 1).float()
         return self.beat_proj(feats.to(self.beat_proj.weight.dtype))
 
