@@ -297,7 +297,8 @@ def _recipe_args(tmp_path: Path, codec_dir: Path, source: Path) -> list[str]:
     return [f"data.source={source}", f"data.token_cache={tmp_path / 'tokens'}", f"task.codec={codec_dir}",
             "task.num_codebooks=2", "task.lm.n_q=2", "task.lm.card=32", "task.lm.dim=32", "task.lm.num_heads=2",
             "task.lm.num_layers=1", "task.lm.ffn_dim=64", "task.lm.max_context=400", "task.lm.extend_stride=200",
-            "data.segment_seconds=0.2", "data.valid_clips=0", "task.sample_seconds=0.05"]
+            "data.segment_seconds=0.2", "data.valid_clips=0", "task.sample_seconds=0.05",
+            f"task.lm.frame_rate={SR // HOP}"]  # the recipe's beat clock counts this codec's frames
 
 
 def test_tokenize_cache_and_items(tmp_path):
@@ -631,9 +632,8 @@ def test_recipe_with_a_beat_clock_trains_and_is_measured(tmp_path):
         "train.valid_every=0", "train.sample_every=0", "train.ckpt_every=10"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(ConfigError, match="frame_rate"):  # the recipe's 50 frames/s vs this codec's 1000
-            load_recipe("musicgen-tiny", args).task.build_train_dataset()
-        args.append(f"task.lm.frame_rate={SR // HOP}")
+        with pytest.raises(ConfigError, match="frame_rate"):  # 50 frames/s (vae-gan-rvq) vs this codec's 1000
+            load_recipe("musicgen-tiny", args + ["task.lm.frame_rate=50"]).task.build_train_dataset()
         run_recipe("musicgen-tiny", out_dir=tmp_path / "run", overrides=args, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r) and any("contrast_gap" in r for r in rows)
