@@ -13,12 +13,7 @@ CARD, DIM, K = 32, 32, 3
 RATES = [0.25, 0.5, 1.0, 2.0, 4.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one intra-op thread
 
 
 def tiny(live: bool = True, **kw) -> CodecLM:

@@ -55,13 +55,7 @@ ALL_SCHEDULES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests are many small ops; one intra-op thread is faster on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one intra-op thread
 
 
 @pytest.fixture(params=sorted(ALL_SCHEDULES))

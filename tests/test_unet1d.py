@@ -25,12 +25,7 @@ from tunecraft.text import TextStates
 TEXT_DIM = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one intra-op thread
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
