@@ -292,7 +292,9 @@ class MusicGen(GenerationSystem):
                        **kwargs: Any) -> tuple[torch.Tensor, int]:
         """Continue ``prompt_wav [B, C, T]`` (any rate) to ``duration`` seconds in all.
 
-        Without descriptions the continuation is unconditional (no guidance).
+        Without descriptions the continuation is unconditional (no guidance). With an LM that
+        has a beat clock, a description that states a tempo puts a beat at the prompt's first
+        sample: trim the prompt to start on a beat.
         """
         duration = check_duration(duration, force=force)
         if not isinstance(prompt_wav, torch.Tensor):
