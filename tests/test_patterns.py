@@ -111,6 +111,28 @@ def test_revert_logits_take_the_previous_position(spec, T, seed):
 
 
 @FAST
+@given(spec=providers(), T=st.integers(0, 12))
+def test_predicted_frames_name_the_newest_frame_of_the_next_step(spec, T):
+    name, n_q, kwargs = spec
+    pattern = get_pattern_provider(name, n_q, **kwargs).get_pattern(T)
+    frames = pattern.predicted_frames
+    assert frames.shape == (pattern.sequence_length,) and frames is pattern.predicted_frames  # cached
+    for t in range(T):
+        for q in range(n_q):  # the logits at step_of - 1 predict (t, q): a frame at least as new
+            assert frames[pattern.step_of(t, q) - 1] >= t
+    for s in range(pattern.sequence_length - 1):
+        if pattern.layout[s + 1]:
+            assert frames[s] == max(c.t for c in pattern.layout[s + 1])
+
+
+def test_predicted_frames_of_concrete_layouts():
+    delay = get_pattern_provider("delay", 3).get_pattern(4)
+    assert delay.predicted_frames.tolist() == [0, 1, 2, 3, 3, 3, 3]
+    flat = get_pattern_provider("unroll", 2).get_pattern(2)  # (0,0) (0,1) (1,0) (1,1)
+    assert flat.predicted_frames.tolist() == [0, 0, 1, 1, 1]
+
+
+@FAST
 @given(spec=providers(), T=st.integers(1, 10), cut=st.integers(1, 60))
 def test_revert_of_a_partial_sequence_masks_unreached_codes(spec, T, cut):
     name, n_q, kwargs = spec

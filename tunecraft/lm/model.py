@@ -331,20 +331,25 @@ class CodecLM(nn.Module):
     def beat_clock(self, bpm: Sequence[float | None], start_frames: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """``[B, 2]`` beat clocks for tempi ``bpm`` (None or 0: no clock) whose beat grid starts at
         frame ``-start_frames`` (a crop that begins ``start_frames`` into its clip)."""
-        rows = []
         starts = [0] * len(bpm) if start_frames is None else [int(f) for f in start_frames]
         if len(starts) != len(bpm):
             raise InvalidInput(f"beat_clock: {len(bpm)} tempi but {len(starts)} start frames")
-        for b, f in zip(bpm, starts):
-            if b is None or b == 0:
-                rows.append((0.0, 0.0))
-                continue
-            b = float(b)
+        per_frame = []
+        for b in bpm:
+            b = 0.0 if b is None else float(b)
             if not math.isfinite(b) or b < 0:
                 raise InvalidInput(f"a tempo must be a positive number of beats per minute, got {b}")
-            per_frame = b / (60.0 * self.config.frame_rate)
-            rows.append((per_frame, (f * per_frame) % 1.0))
-        return torch.tensor(rows, dtype=torch.float32, device=self.device).view(-1, 2)
+            per_frame.append(b / (60.0 * self.config.frame_rate))
+        clock = torch.tensor(per_frame, dtype=torch.float64).view(-1, 1)
+        clock = self._beat_after(torch.cat([clock, torch.zeros_like(clock)], dim=1), torch.tensor(starts))
+        return clock.to(device=self.device, dtype=torch.float32)
+
+    @staticmethod
+    def _beat_after(beat: torch.Tensor, frames: int | torch.Tensor) -> torch.Tensor:
+        """The clocks ``beat [B, 2]`` ``frames`` (int or ``[B]``) frames later."""
+        out = beat.clone()
+        out[:, 1] = (beat[:, 1] + frames * beat[:, 0]) % 1.0
+        return out
 
     def _check_beat(self, beat: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if beat is None:
@@ -357,23 +362,6 @@ class CodecLM(nn.Module):
         if not bool(torch.isfinite(beat).all()) or bool((beat[:, 0] < 0).any()):
             raise InvalidInput("beat clocks must be finite with beats per frame >= 0")
         return beat.to(device=self.device, dtype=torch.float32)
-
-    @staticmethod
-    def _step_frames(pattern) -> torch.Tensor:
-        """``[S + 1]``: for each input position, the frame of the codes it predicts (the newest
-        frame of the next step; an empty or missing next step repeats the previous value)."""
-        cached = getattr(pattern, "_beat_frames", None)
-        if cached is None:
-            frames, last = [], 0
-            layout = pattern.layout
-            for s in range(pattern.sequence_length):
-                nxt = layout[s + 1] if s + 1 < len(layout) else []
-                if nxt:
-                    last = max(c.t for c in nxt)
-                frames.append(last)
-            cached = torch.tensor(frames, dtype=torch.float32)
-            pattern._beat_frames = cached
-        return cached
 
     def _beat_embedding(self, beat: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """``[B, n, D]``: the clock features of ``beat [B, 2]`` at ``frames [n]``, zero for rows
@@ -517,7 +505,7 @@ class CodecLM(nn.Module):
             raise InvalidInput(f"codes must be in [0, {self.card})")
         pattern = self.pattern_provider.get_pattern(T)
         sequence, _, _ = pattern.build_pattern_sequence(codes, self.special_token)
-        frames = None if beat is None else self._step_frames(pattern)
+        frames = None if beat is None else pattern.predicted_frames
         logits = self(sequence, text, chroma, beat, frames)  # [B, K, S, card]
         logits, _, mask = pattern.revert_pattern_logits(logits.permute(0, 3, 1, 2), float("nan"))
         return LMOutput(logits=logits.permute(0, 2, 3, 1), mask=mask.unsqueeze(0).expand(B, -1, -1))
@@ -640,7 +628,7 @@ class CodecLM(nn.Module):
         # the beat clock of every position, per row group: the null row of CFG has none
         clocks: list[torch.Tensor | None] = [None] * n
         if beat is not None:
-            emb = self._beat_embedding(beat, self._step_frames(pattern)).to(self.dtype)
+            emb = self._beat_embedding(beat, pattern.predicted_frames).to(self.dtype)
             clocks = [emb] + ([torch.zeros_like(emb)] if cfg else []) + [emb] * len(negatives)
         # one batch unless asked otherwise; prepended texts of different lengths cannot share one
         lengths = {r[0].length for r in rows if r[0] is not None}
@@ -802,10 +790,8 @@ class CodecLM(nn.Module):
                         lo = ((known - ctx) * frames) // total
                         hi = max(lo + 1, -(-((known - ctx + length) * frames) // total))
                         window_chroma = chroma[:, :, lo:hi]
-                    window_beat = None
-                    if beat is not None:  # the clock at the window's first frame
-                        window_beat = beat.clone()
-                        window_beat[:, 1] = (beat[:, 1] + (known - ctx) * beat[:, 0]) % 1.0
+                    # the clock at the window's first frame
+                    window_beat = None if beat is None else self._beat_after(beat, known - ctx)
                     window = self._generate_window(codes[:, :, known - ctx:], length, text, window_chroma, params,
                                                    generator, io, progress if callback is not None else None,
                                                    negatives, window_beat)

@@ -34,6 +34,7 @@ through index tables computed once per pattern, length and device.
 from __future__ import annotations
 
 import abc
+import functools
 import threading
 from typing import Callable, NamedTuple, Sequence
 
@@ -162,6 +163,19 @@ class Pattern:
         if t == 0:
             return 1
         return int(self._steps_of[:, :t].max()) + 1
+
+    @functools.cached_property
+    def predicted_frames(self) -> torch.Tensor:
+        """``[S + 1]`` float: for each input position ``s``, the newest frame among the codes of
+        step ``s + 1`` (what the logits at ``s`` predict); a position whose next step is empty or
+        missing repeats the previous value (0 at the start). The LM's beat clock reads it."""
+        frames, newest = [], 0
+        for s in range(1, self.sequence_length + 1):
+            coords = self.layout[s] if s < self.sequence_length else ()
+            if coords:
+                newest = max(c.t for c in coords)
+            frames.append(newest)
+        return torch.tensor(frames, dtype=torch.float32)
 
     # ------------------------------------------------------------------ index tables
     def _tables(self, kind: str, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

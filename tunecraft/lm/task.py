@@ -399,9 +399,9 @@ class ConditionedLM(nn.Module):
             cond = self.text([texts[i] for i in rows] + [negatives[i] for i in rows])
             sub_chroma = None if chroma is None else chroma[rows].repeat(2, 1, 1)
             sub_beat = None
-            if beat is not None:
-                sub_offsets = None if offsets is None else offsets[rows].repeat(2)
-                sub_beat = self.beat_clock([texts[i] for i in rows] + [negatives[i] for i in rows], sub_offsets)
+            if beat is not None:  # the real captions' clocks, then each counterfactual's own
+                sub_offsets = None if offsets is None else offsets[rows]
+                sub_beat = torch.cat([beat[rows], self.beat_clock([negatives[i] for i in rows], sub_offsets)])
             ce = self.lm.sequence_cross_entropy(both, cond, sub_chroma, frame_mask=mask, beat=sub_beat)
             gaps = ce[len(rows):] - ce[: len(rows)]
         return out.loss, out.ce_per_codebook, gaps
