@@ -52,16 +52,17 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def tiny_configs() -> dict:
     """Test-sized configs of the five stages (text width 16, 3-level U-Nets, 16-bin mels)."""
     return {
-        "waveform_generator": WaveformGeneratorConfig(
-            unet=UNet1DConfig(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[2],
+        "waveform_generator": WaveformGeneratorConfig(  # with a beat clock and attribute tokens
+            unet=UNet1DConfig(in_channels=1, cond_channels=4, text_dim=16, strides=[2, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[1, 2], **TINY),
+            beat_rates=[1.0, 2.0], text_attributes=["bpm", "tonic", "mode"],
             sampling=StageSampling(steps=3, cfg_scale=3.0, step_schedule="front-heavy")),
         "waveform_cascader": WaveformCascaderConfig(
             unet=UNet1DConfig(in_channels=1, cond_channels=1, text_dim=16, strides=[2, 2, 2],
                               self_attention_levels=[], cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=2, step_schedule="front-heavy")),
-        "spectrogram_generator": SpectrogramGeneratorConfig(
-            mel=TINY_MEL,
+        "spectrogram_generator": SpectrogramGeneratorConfig(  # without them (the paper's conditioning)
+            mel=TINY_MEL, beat_rates=[], text_attributes=[],
             unet=UNet1DConfig(in_channels=16, text_dim=16, strides=[1, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=3, cfg_scale=2.0, step_schedule="back-heavy")),
@@ -315,6 +316,100 @@ def test_training_loss_and_text_dropout(stages):
         casc.loss({"x0": batch["x0"], "cond": batch["cond"], "text": ["a"]})
 
 
+# ---- the generators' beat clock and attribute tokens (not in the paper) -------------------------
+
+
+def test_beat_clock_and_attribute_config_validation():
+    u = dict(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[], cross_attention_levels=[2], **TINY)
+    ok = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=6, **u), beat_rates=[0.5, 1, 2], text_attributes=["mode"])
+    assert ok.beat_rates == [0.5, 1.0, 2.0] and ok.text_attributes == ["mode"]
+    assert WaveformGeneratorConfig.from_dict(ok.to_dict()) == ok
+    with pytest.raises(ConfigError, match="cond_channels must be 2 x len"):
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[0.5, 1, 2])
+    for bad in ([0.0], [-1.0], "1", [float("nan")], [True]):
+        with pytest.raises(ConfigError, match="beat_rates"):
+            WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=bad)
+    with pytest.raises(ConfigError, match="text_attributes"):
+        WaveformGeneratorConfig(unet=UNet1DConfig(**u), beat_rates=[], text_attributes=["genre"])
+    with pytest.raises(ConfigError, match="only the generators"):
+        SRCascaderConfig(beat_rates=[1.0])
+    with pytest.raises(ConfigError, match="text-conditioned"):
+        SRCascaderConfig(text_attributes=["bpm"])
+    # the CPU defaults have both, the paper's configs neither
+    for cls in (WaveformGeneratorConfig, SpectrogramGeneratorConfig):
+        assert cls().beat_rates and cls().text_attributes == ["bpm", "tonic", "mode"]
+        assert cls().unet.cond_channels == 2 * len(cls().beat_rates)
+        paper = cls.paper()
+        assert paper.beat_rates == [] and paper.text_attributes == [] and paper.unet.cond_channels == 0
+
+
+def test_beat_clock_values_offsets_and_prompts(stages):
+    gen = stages["waveform_generator"]  # 3.2 kHz, rates [1, 2]
+    texts = ["a march in C major, 120 bpm", "a waltz, 90 BPM", "no tempo stated"]
+    clock = gen.beat_clock(texts, 4000, offsets=[0.0, 0.25, 0.0])
+    assert clock.shape == (3, 4, 4000) and clock.dtype == torch.float32
+    n = torch.arange(4000, dtype=torch.float64)
+    for row, (bpm, off) in enumerate([(120.0, 0.0), (90.0, 0.25)]):
+        phase = (off + n / 3200) * bpm / 60  # beats since the piece's first beat
+        want = torch.stack([torch.sin(2 * math.pi * phase), torch.sin(4 * math.pi * phase),
+                            torch.cos(2 * math.pi * phase), torch.cos(4 * math.pi * phase)]).float()
+        torch.testing.assert_close(clock[row], want, atol=1e-5, rtol=0)
+    assert torch.count_nonzero(clock[2]) == 0  # no tempo, no clock
+    # a crop that starts 800 samples in carries the clock of those samples of the whole clip
+    whole = gen.beat_clock(texts[:1], 4800)
+    torch.testing.assert_close(gen.beat_clock(texts[:1], 4000, offsets=[0.25]), whole[..., 800:], atol=1e-5, rtol=0)
+    assert stages["spectrogram_generator"].beat_clock(texts, 10) is None  # no clock configured
+    # training examples carry their crop's offset, and the loss reads it
+    batch = {"x0": torch.zeros(2, 1, 64), "text": texts[:2], "offset": torch.tensor([0.5, 0.0], dtype=torch.float64)}
+    got = gen._training_aligned(batch, batch["x0"])["cond"]
+    torch.testing.assert_close(got, gen.beat_clock(texts[:2], 64, offsets=[0.5, 0.0]))
+
+
+def test_beat_clock_goes_with_the_text(stages):
+    gen = stages["waveform_generator"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 96, generator=g)
+    t = torch.tensor([0.4, 0.7])
+    texts = ["a song in E minor, 100 bpm", "a song in E minor, 140 bpm"]
+    with torch.no_grad():
+        both = gen(x, t, text=texts)
+        # strings without cond: the stage makes the clock itself
+        torch.testing.assert_close(both, gen(x, t, text=texts, cond=gen.beat_clock(texts, 96)))
+        # the clock matters, and a dropped text drops it: the row equals one without any clock
+        assert not torch.allclose(both, gen(x, t, text=texts, cond=torch.zeros(2, 4, 96)))
+        drop = torch.tensor([True, False])
+        dropped = gen(x, t, text=texts, drop_text=drop)
+        without = gen(x, t, text=texts, drop_text=drop, cond=torch.zeros(2, 4, 96))
+        torch.testing.assert_close(dropped[0], without[0])
+        torch.testing.assert_close(dropped[1], both[1])
+        # the same text states with another tempo's clock: another prediction
+        states = gen.encode_text(texts[:1])
+        assert not torch.allclose(gen(x[:1], t[:1], text=states, cond=gen.beat_clock(texts[1:], 96)), both[:1])
+    with pytest.raises(InvalidInput, match="beat clock"):
+        gen(x, t, text=gen.encode_text(texts))  # states alone cannot say the tempo
+
+
+def test_attribute_tokens_reach_the_generator(stages):
+    gen = stages["waveform_generator"]
+    prompts = ["a song in E minor, 100 bpm", "a song"]
+    states = gen.encode_text(prompts)
+    words = gen.text.project(gen.text.encoder.encode(prompts))
+    # three tokens (tempo, tonic, mode) after the text; masked out for a prompt that states nothing
+    assert states.states.shape[1] == words.states.shape[1] + 3
+    assert states.mask[:, -3:].tolist() == [[True, True, True], [False, False, False]]
+    torch.testing.assert_close(states.states[:, :-3], words.states)
+    x = torch.randn(1, 1, 64, generator=torch.Generator().manual_seed(1))
+    no_clock = torch.zeros(1, 4, 64)
+    with torch.no_grad():
+        minor = gen(x, 0.5, text=["a song in E minor"], cond=no_clock)
+        major = gen(x, 0.5, text=["a song in E major"], cond=no_clock)
+        assert not torch.allclose(minor, major)
+        # dropped with the text: the null condition is the same whatever the prompt states
+        drop = torch.tensor([True])
+        torch.testing.assert_close(gen(x, 0.5, text=["a song in E minor"], cond=no_clock, drop_text=drop),
+                                   gen(x, 0.5, text=["a song in E major"], cond=no_clock, drop_text=drop))
+
+
 # ---- save / load ------------------------------------------------------------------------------
 
 
@@ -565,7 +660,7 @@ def test_task_trains_samples_and_exports(task_name, corpus, tmp_path):
     task = cls(cls.config_class(model=tiny_configs()[TASKS[task_name]]), cls.data_config_class(source=str(corpus),
                                                                                               crop_seconds=crop))
     item = task.build_train_dataset()[0]
-    assert set(item) == {"x0", *cls.stage_class.aligned_keys, "text", "index"}
+    assert set(item) == {"x0", *cls.stage_class.aligned_keys, "text", "index", "offset"}
     rate = cls.stage_class.data_sample_rate(task.model_config)
     multiple = cls.stage_class.crop_multiple(task.model_config)
     if item["x0"].shape[0] == 1:

@@ -124,7 +124,7 @@ class CaptionedClipDataset(torch.utils.data.Dataset):
         if not torch.isfinite(wav).all():
             raise AudioFormatError(f"{self.metas[index].path} holds NaN or infinite samples")
         wav = fit_length(wav.float(), self.num_samples).clamp(-1.0, 1.0)
-        return {"wav": wav, "text": self.captions[index][k], "index": index}
+        return {"wav": wav, "text": self.captions[index][k], "index": index, "offset": offset}
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         from ..data.dataset import load_first_good

@@ -59,6 +59,7 @@ from ..pretrained import (
 )
 from ..errors import CheckpointError, ConfigError, InvalidInput
 from ..modules.attention import linear
+from ..modules.beat import beat_after, beat_clock, beat_features
 from ..modules.transformer import ACTIVATIONS, POSITIONAL, CrossContext, Transformer
 from ..text.states import TextStates, null_condition
 from .patterns import PATTERN_PROVIDERS, CodebooksPatternProvider, get_pattern_provider
@@ -331,25 +332,13 @@ class CodecLM(nn.Module):
     def beat_clock(self, bpm: Sequence[float | None], start_frames: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """``[B, 2]`` beat clocks for tempi ``bpm`` (None or 0: no clock) whose beat grid starts at
         frame ``-start_frames`` (a crop that begins ``start_frames`` into its clip)."""
-        starts = [0] * len(bpm) if start_frames is None else [int(f) for f in start_frames]
-        if len(starts) != len(bpm):
-            raise InvalidInput(f"beat_clock: {len(bpm)} tempi but {len(starts)} start frames")
-        per_frame = []
-        for b in bpm:
-            b = 0.0 if b is None else float(b)
-            if not math.isfinite(b) or b < 0:
-                raise InvalidInput(f"a tempo must be a positive number of beats per minute, got {b}")
-            per_frame.append(b / (60.0 * self.config.frame_rate))
-        clock = torch.tensor(per_frame, dtype=torch.float64).view(-1, 1)
-        clock = self._beat_after(torch.cat([clock, torch.zeros_like(clock)], dim=1), torch.tensor(starts))
-        return clock.to(device=self.device, dtype=torch.float32)
+        starts = None if start_frames is None else [int(f) for f in start_frames]
+        return beat_clock(bpm, self.config.frame_rate, starts).to(device=self.device, dtype=torch.float32)
 
     @staticmethod
     def _beat_after(beat: torch.Tensor, frames: int | torch.Tensor) -> torch.Tensor:
         """The clocks ``beat [B, 2]`` ``frames`` (int or ``[B]``) frames later."""
-        out = beat.clone()
-        out[:, 1] = (beat[:, 1] + frames * beat[:, 0]) % 1.0
-        return out
+        return beat_after(beat, frames)
 
     def _check_beat(self, beat: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if beat is None:
@@ -366,9 +355,7 @@ class CodecLM(nn.Module):
     def _beat_embedding(self, beat: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """``[B, n, D]``: the clock features of ``beat [B, 2]`` at ``frames [n]``, zero for rows
         without a clock."""
-        phase = beat[:, 1:2] + frames.to(beat.device).view(1, -1) * beat[:, 0:1]  # [B, n] in beats
-        angle = (2 * math.pi) * phase.unsqueeze(-1) * self.beat_cycles.float().view(1, 1, -1)  # fp32 even in a half model
-        feats = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1) * (beat[:, 0] > 0).view(-1, 1, 1).float()
+        feats = beat_features(beat.float(), frames, self.beat_cycles)  # fp32 even in a half model
         return self.beat_proj(feats.to(self.beat_proj.weight.dtype))
 
     def null_chroma(self, batch_size: int, frames: int = 1) -> torch.Tensor:

@@ -13,7 +13,12 @@ diffusion model; :class:`StageConfig` holds what they share:
 * ``text_encoder`` / ``text_dropout`` - frozen encoder spec (MiniLM by default; the paper uses T5)
   and the 10 % classifier-free-guidance dropout that zeroes the cross-attention output,
 * ``sampling`` - inference defaults: step count, CFG scale, step schedule, stochasticity,
-* ``clip_x0`` - static clipping of the predicted clean sample (audio and log-mels live in [-1, 1]).
+* ``clip_x0`` - static clipping of the predicted clean sample (audio and log-mels live in [-1, 1]),
+* ``text_attributes`` / ``beat_rates`` - not in the paper, on in the generators' CPU defaults: the
+  tempo, tonic and mode a prompt states as extra cross-attention tokens
+  (:mod:`tunecraft.text.attributes`), and the beat clock of its tempo (:mod:`tunecraft.modules.beat`)
+  stacked with ``x_t``. Both go with the text, so CFG's null branch has neither. Why: MusicGen's
+  small LM kept no tempo until it had a beat clock (README); the generators face the same problem.
 
 The stage-specific configs add their signals:
 
@@ -35,11 +40,14 @@ fully convolutionally on any length.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..config import Config
 from ..diffusion import DiffusionObjectiveConfig, NoiseScheduleConfig, UNet1DConfig
 from ..errors import ConfigError
+from ..text.attributes import ATTRIBUTES, check_attributes
 
 __all__ = [
     "ConditionAugmentConfig",
@@ -168,6 +176,9 @@ def _sampling(steps: int, cfg_scale: float, schedule: str) -> StageSampling:
     return StageSampling(steps=steps, cfg_scale=cfg_scale, step_schedule=schedule, eta=0.0)
 
 
+#: the generators' CPU-default beat clock: cycles per beat (one per 4 beats up to four per beat)
+CPU_BEAT_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
 # CPU-sized U-Nets (see each config's docstring for the comparison with Table 8).
 _CPU_COMMON = dict(kernel_size=5, num_heads=4, norm_groups=8, embed_dim=128)
 
@@ -194,6 +205,18 @@ class StageConfig(Config):
     # denoising loss; phase-blind, so it rewards the right harmonics where the plain loss prefers a
     # shrunken guess (the vocoder, whose phase is not in its conditioning)
     spectral_loss_weight: float = 0.0
+    # not in the paper (empty = off): facts a prompt states (``bpm``, ``tonic``, ``mode``), read by
+    # tunecraft.text.attributes.parse_facts and appended to the text states as extra cross-attention
+    # tokens (dropped with the text), as MusicGen's task.text_attributes
+    text_attributes: list = field(default_factory=list)
+    # not in the paper (generators only; empty = off): the beat clock of the tempo a prompt states
+    # (tunecraft.modules.beat), [sin, cos](2 pi r phi) for each rate r (cycles per beat) at every
+    # output position, stacked with x_t as aligned conditioning (unet.cond_channels = 2 x rates);
+    # dropped with the text (CFG's null branch has none)
+    beat_rates: list = field(default_factory=list)
+
+    #: whether this stage makes music from text alone (the generators), so may take a beat clock
+    _generator: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.text_dropout) <= 1.0:
@@ -205,6 +228,16 @@ class StageConfig(Config):
             raise ConfigError(f"clip_x0 must be positive or null, got {self.clip_x0}")
         if not str(self.text_encoder).strip():
             raise ConfigError("text_encoder is empty (use 'minilm' or a local encoder spec)")
+        self.text_attributes = check_attributes(self.text_attributes, "text_attributes")
+        if self.text_attributes and not self.uses_text:
+            raise ConfigError(f"{type(self).__name__}: text_attributes need a text-conditioned stage (unet.text_dim > 0)")
+        rates = self.beat_rates
+        if not isinstance(rates, (list, tuple)) or not all(
+                isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0 for r in rates):
+            raise ConfigError(f"beat_rates must be a list of positive numbers (cycles per beat), got {rates!r}")
+        self.beat_rates = [float(r) for r in rates]
+        if self.beat_rates and not self._generator:
+            raise ConfigError(f"{type(self).__name__}: only the generators take a beat clock (beat_rates)")
         self._check()
 
     def _check(self) -> None:  # stage-specific validation
@@ -234,6 +267,16 @@ def _check_cascader(config: StageConfig, name: str, mono_note: str = "", no_text
     config._need(0.0 <= config.inference_cond_t <= 1.0, "inference_cond_t must be in [0, 1]")
 
 
+def _check_generator(config: StageConfig) -> None:
+    """A generator reads text and takes no aligned conditioning besides its beat clock."""
+    u = config.unet
+    config._need(u.compressed_channels == 0, "a generator takes no compressed sequence")
+    config._need(u.cond_channels == 2 * len(config.beat_rates),
+                 f"a generator's only aligned conditioning is its beat clock: unet.cond_channels must be "
+                 f"2 x len(beat_rates) = {2 * len(config.beat_rates)}, got {u.cond_channels}")
+    config._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
+
+
 # ---------------------------------------------------------------------------------------- stages
 @dataclass
 class WaveformGeneratorConfig(StageConfig):
@@ -243,21 +286,27 @@ class WaveformGeneratorConfig(StageConfig):
     [32, 64, 128, 192] (16-channel stem) instead of 256 x [1, 1, 2, 3, 4, 4]; 6 residual blocks
     instead of 21; kernel 5 instead of 7; self- and cross-attention in the last 2 levels (paper: 3).
     Sampling: front-heavy and CFG 10 as in the paper, but 50 steps instead of 1000. Objective:
-    v-prediction instead of epsilon (module docstring).
+    v-prediction instead of epsilon (module docstring). Not in the paper: the prompt's tempo, tonic
+    and mode as extra cross-attention tokens and the tempo's beat clock stacked with ``x_t``
+    (``text_attributes``, ``beat_rates``; :meth:`paper` has neither).
     """
 
     sample_rate: int = 3200
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=1, text_dim=256, channels=[32, 64, 128, 192], strides=[4, 4, 4, 4], blocks=[1, 1, 2, 2],
-        stem_channels=16, self_attention_levels=[2, 3], cross_attention_levels=[2, 3]))
+        in_channels=1, cond_channels=2 * len(CPU_BEAT_RATES), text_dim=256, channels=[32, 64, 128, 192],
+        strides=[4, 4, 4, 4], blocks=[1, 1, 2, 2], stem_channels=16, self_attention_levels=[2, 3],
+        cross_attention_levels=[2, 3]))
+    text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
+    beat_rates: list = field(default_factory=lambda: list(CPU_BEAT_RATES))
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 10.0, "front-heavy"))
+
+    _generator: ClassVar[bool] = True
 
     def _check(self) -> None:
         u = self.unet
         self._need(u.in_channels == 1 and u.output_channels == 1, "the waveform is mono (in/out channels 1)")
-        self._need(u.cond_channels == 0 and u.compressed_channels == 0, "a generator takes no aligned conditioning")
-        self._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
+        _check_generator(self)
         self._need(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
 
     @classmethod
@@ -265,6 +314,8 @@ class WaveformGeneratorConfig(StageConfig):
         """Table 8 U-Net, epsilon objective, 1000 front-heavy steps, CFG 10."""
         unet = UNet1DConfig.noise2music(in_channels=1, text_dim=kw.pop("text_dim", 256))
         kw.setdefault("objective", DiffusionObjectiveConfig())
+        kw.setdefault("text_attributes", [])
+        kw.setdefault("beat_rates", [])
         return cls(unet=unet, sampling=_sampling(1000, 10.0, "front-heavy"), **kw)
 
 
@@ -307,22 +358,27 @@ class SpectrogramGeneratorConfig(StageConfig):
     [128, 128, 192, 256] (128-channel stem) instead of 256 x [1, 1, 2, 3, 4, 4]; 6 residual blocks
     instead of 21; kernel 5; self-attention in the last 2 levels, cross-attention in the last 3.
     Sampling: back-heavy and CFG 5 as in the paper, 50 steps instead of 1000. Objective:
-    v-prediction instead of the paper's sigma-weighted epsilon loss (module docstring).
+    v-prediction instead of the paper's sigma-weighted epsilon loss (module docstring). Not in the
+    paper: attribute tokens and a beat clock, as :class:`WaveformGeneratorConfig`.
     """
 
     mel: MelConfig = field(default_factory=MelConfig)
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=80, text_dim=256, channels=[128, 128, 192, 256], strides=[2, 2, 2, 2], blocks=[1, 1, 2, 2],
-        stem_channels=128, self_attention_levels=[2, 3], cross_attention_levels=[1, 2, 3]))
+        in_channels=80, cond_channels=2 * len(CPU_BEAT_RATES), text_dim=256, channels=[128, 128, 192, 256],
+        strides=[2, 2, 2, 2], blocks=[1, 1, 2, 2], stem_channels=128, self_attention_levels=[2, 3],
+        cross_attention_levels=[1, 2, 3]))
+    text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
+    beat_rates: list = field(default_factory=lambda: list(CPU_BEAT_RATES))
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
+
+    _generator: ClassVar[bool] = True
 
     def _check(self) -> None:
         u = self.unet
         self._need(u.in_channels == self.mel.n_mels and u.output_channels == self.mel.n_mels,
                    f"in/out channels must equal mel.n_mels ({self.mel.n_mels})")
-        self._need(u.cond_channels == 0 and u.compressed_channels == 0, "a generator takes no aligned conditioning")
-        self._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
+        _check_generator(self)
         self._need(not self.spectral_loss_weight, "spectral_loss_weight is for waveform stages (this one makes log-mels)")
 
     @classmethod
@@ -331,6 +387,8 @@ class SpectrogramGeneratorConfig(StageConfig):
         back-heavy steps, CFG 5."""
         unet = UNet1DConfig.noise2music(in_channels=80, text_dim=kw.pop("text_dim", 256), strides=[2] * 6)
         kw.setdefault("objective", DiffusionObjectiveConfig(weighting="sigma"))
+        kw.setdefault("text_attributes", [])
+        kw.setdefault("beat_rates", [])
         return cls(unet=unet, sampling=_sampling(1000, 5.0, "back-heavy"), **kw)
 
 

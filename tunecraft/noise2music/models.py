@@ -133,7 +133,8 @@ class DiffusionStage(nn.Module):
         self.text: TextConditioner | None = None
         if config.uses_text:
             encoder = text_encoder if text_encoder is not None else config.text_encoder
-            self.text = TextConditioner(config.unet.text_dim, encoder, max_length=config.text_max_length)
+            self.text = TextConditioner(config.unet.text_dim, encoder, max_length=config.text_max_length,
+                                        attributes=config.text_attributes)
         self.schedule = config.schedule.build()
         self.objective = DiffusionObjective(self.schedule, config.objective)
 
@@ -196,8 +197,19 @@ class DiffusionStage(nn.Module):
         states = text
         if text is not None and not isinstance(text, TextStates):
             states = self.encode_text(text)
+        cond = self._text_aligned(cond, text, x, drop_text)
         level = self.unet.noise_level(self.schedule, t if isinstance(t, torch.Tensor) else torch.tensor(float(t)))
         return self.unet(x, level.to(x.device), cond=cond, text=states, drop_text=drop_text, compressed=compressed)
+
+    def _text_aligned(self, cond: torch.Tensor | None, text, x: torch.Tensor,
+                      drop_text: torch.Tensor | None) -> torch.Tensor | None:
+        """The aligned conditioning ``forward`` passes to the U-Net (the generators' beat clock,
+        which goes with the text: see :class:`_Generator`); ``cond`` as given by default."""
+        return cond
+
+    def _training_aligned(self, batch: Mapping[str, Any], x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Aligned conditioning a training example derives from its caption (none by default)."""
+        return {}
 
     # ------------------------------------------------------------------ training
     def loss(
@@ -224,6 +236,7 @@ class DiffusionStage(nn.Module):
                 raise InvalidInput(f"the {self.stage_name} needs one text per example")
             kw["text"] = [str(t) for t in texts]
             kw["drop_text"] = text_dropout_mask(b, self.config.text_dropout, generator=generator, device=x0.device)
+            kw.update(self._training_aligned(batch, x0))
         fn = model if model is not None else self
         t = self.objective.sample_t(b, generator=generator, device=x0.device)
         weight = float(self.config.spectral_loss_weight)
@@ -372,7 +385,70 @@ class DiffusionStage(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- generators
-class WaveformGenerator(DiffusionStage):
+class _Generator(DiffusionStage):
+    """A text -> music stage, with the optional beat clock (``config.beat_rates``, not in the paper).
+
+    The clock of a prompt's tempo (:func:`~tunecraft.text.attributes.parse_facts`;
+    :mod:`tunecraft.modules.beat`) at every output position is the U-Net's aligned conditioning
+    ``cond [B, 2R, T]``: zero for a prompt without a tempo and for every row whose text is dropped
+    (the 10 % CFG dropout in training, the null branch of guided sampling), so the clock is part of
+    the text condition. ``forward`` with prompt strings and no ``cond`` makes the clock itself.
+    """
+
+    #: output positions (samples or spectrogram frames) per second of music
+    @property
+    def positions_per_second(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def has_beat_clock(self) -> bool:
+        return bool(self.config.beat_rates)
+
+    def beat_clock(self, texts: Sequence[str], length: int,
+                   offsets: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor | None:
+        """``[B, 2R, length]`` clock features of the tempo each prompt states (zero where none), for
+        outputs that start ``offsets[b]`` seconds into a piece whose first beat is at 0 (default 0);
+        ``None`` without a beat clock."""
+        if not self.has_beat_clock:
+            return None
+        from ..modules.beat import beat_clock, beat_features
+        from ..text.attributes import parse_facts
+
+        rate = self.positions_per_second
+        starts = None
+        if offsets is not None:
+            starts = [float(o) * rate for o in (offsets.tolist() if isinstance(offsets, torch.Tensor) else offsets)]
+        clock = beat_clock([parse_facts(t).bpm for t in texts], rate, starts)
+        cycles = torch.tensor(self.config.beat_rates, dtype=torch.float64)
+        feats = beat_features(clock, torch.arange(int(length), dtype=torch.float64), cycles)  # [B, T, 2R]
+        return feats.transpose(1, 2).contiguous().to(self.device)
+
+    def _text_aligned(self, cond, text, x, drop_text):
+        if not self.has_beat_clock:
+            return cond
+        if cond is None:
+            if text is None or isinstance(text, TextStates):
+                raise InvalidInput(f"the {self.stage_name} has a beat clock: pass prompt strings, or cond=beat_clock(...)")
+            cond = self.beat_clock(list(text), x.shape[-1])
+        if drop_text is not None:
+            cond = cond * (~drop_text.to(cond.device).bool()).view(-1, 1, 1).to(cond.dtype)
+        return cond
+
+    def _training_aligned(self, batch, x0):
+        if not self.has_beat_clock:
+            return {}
+        return {"cond": self.beat_clock([str(t) for t in batch["text"]], x0.shape[-1], batch.get("offset"))}
+
+    def _generate(self, texts: Sequence[str], shape: Sequence[int], sampling: dict) -> torch.Tensor:
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise InvalidPrompt("texts must be a list of strings")
+        cond = self.beat_clock(list(texts), shape[-1])
+        if cond is not None:
+            sampling = dict(sampling, cond=cond)
+        return self.sample(shape, text=texts, **sampling)
+
+
+class WaveformGenerator(_Generator):
     """Text -> low-fidelity waveform ``[B, 1, T]`` at ``config.sample_rate`` (3.2 kHz)."""
 
     CLASS_NAME = "Noise2MusicWaveformGenerator"
@@ -384,12 +460,16 @@ class WaveformGenerator(DiffusionStage):
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
+    @property
+    def positions_per_second(self) -> float:
+        return float(self.config.sample_rate)
+
     def generate(self, texts: Sequence[str], length: int, **sampling) -> torch.Tensor:
         """``[B, 1, length]`` low-fi audio for ``B`` prompts (``sampling``: see :meth:`sample`)."""
-        return self.sample((len(texts), 1, int(length)), text=texts, **sampling)
+        return self._generate(texts, (len(texts), 1, int(length)), sampling)
 
 
-class SpectrogramGenerator(DiffusionStage):
+class SpectrogramGenerator(_Generator):
     """Text -> log-mel ``[B, n_mels, F]`` in [-1, 1] at ``mel.frame_rate`` (100 frames/s)."""
 
     CLASS_NAME = "Noise2MusicSpectrogramGenerator"
@@ -413,9 +493,13 @@ class SpectrogramGenerator(DiffusionStage):
     def prepare_example(cls, config: SpectrogramGeneratorConfig, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"x0": mel_frames(wav[0], config.mel)}
 
+    @property
+    def positions_per_second(self) -> float:
+        return float(self.config.mel.frame_rate)
+
     def generate(self, texts: Sequence[str], frames: int, **sampling) -> torch.Tensor:
         """``[B, n_mels, frames]`` spectrograms for ``B`` prompts."""
-        return self.sample((len(texts), self.config.mel.n_mels, int(frames)), text=texts, **sampling)
+        return self._generate(texts, (len(texts), self.config.mel.n_mels, int(frames)), sampling)
 
 
 # ---------------------------------------------------------------------------------------- cascaders

@@ -129,6 +129,8 @@ def collate_examples(items: List[Mapping[str, Any]]) -> Dict[str, Any]:
             out[key] = [it[key] for it in items]
         elif key == "index":
             out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
+        elif key == "offset":
+            out[key] = torch.tensor([float(it[key]) for it in items], dtype=torch.float64)
         else:
             out[key] = torch.stack([it[key] for it in items])
     return out
@@ -137,11 +139,16 @@ def collate_examples(items: List[Mapping[str, Any]]) -> Dict[str, Any]:
 def griffin_lim_preview(mel: torch.Tensor, config, n_iter: int = 32) -> torch.Tensor:
     """Audio ``[1, T]`` from a Noise2Music log-mel ``[n_mels, F]`` in [-1, 1] by Griffin-Lim (a
     listening preview of the spectrogram generator's samples; the vocoder is the real inverse)."""
+    m = config.mel
+    with torch.autocast(device_type=mel.device.type, enabled=False):  # the trainer samples under autocast
+        return _griffin_lim(mel, m, n_iter)
+
+
+def _griffin_lim(mel: torch.Tensor, m, n_iter: int) -> torch.Tensor:
     import librosa
 
     from ..audio import LogMel
 
-    m = config.mel
     logmel = LogMel(m.sample_rate, n_fft=m.n_fft, hop_length=m.hop_length, win_length=m.win_length, n_mels=m.n_mels,
                     f_min=m.f_min, f_max=m.f_max, min_db=m.min_db, max_db=m.max_db)
     # LogMel's magnitudes are peak-1 mel filters on |STFT| / sum(window)
