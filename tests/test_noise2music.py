@@ -185,6 +185,55 @@ def test_vocoder_griffin_lim_conditioning():
     assert bool(torch.isfinite(loss)) and voc.unet.parameters().__next__().grad is not None
 
 
+def _twin(stage: DiffusionStage, **changes) -> DiffusionStage:
+    """The same weights under a config with ``changes``."""
+    import dataclasses
+
+    other = type(stage)(dataclasses.replace(stage.config, **changes))
+    other.load_state_dict(stage.state_dict())
+    return other.eval()
+
+
+def test_residual_vocoder_and_cascaders_work_relative_to_their_input():
+    """residual = true: the diffusion models the target minus the deterministic input (the
+    vocoder's Griffin-Lim estimate, a cascader's upsampled audio) and generation adds it back."""
+    cfg = tiny_configs()["spectrogram_vocoder"]
+    unet = UNet1DConfig(**dict(cfg.unet.to_dict(), cond_channels=1))
+    with pytest.raises(ConfigError, match="residual needs griffin_lim_iters"):
+        SpectrogramVocoderConfig(mel=TINY_MEL, unet=cfg.unet, residual=True)
+    with pytest.raises(ConfigError, match="residual"):
+        SRCascaderConfig(residual="yes")
+    plain = perturb(SpectrogramVocoder(SpectrogramVocoderConfig(mel=TINY_MEL, unet=unet, griffin_lim_iters=4,
+                                                                sampling=StageSampling(steps=2))))
+    res = _twin(plain, residual=True)
+    t = torch.arange(160 * 20) / 16000
+    wav = (0.3 * torch.sin(2 * math.pi * 440.0 * t))[None]
+    ex = SpectrogramVocoder.prepare_example(plain.config, wav)
+    mel = ex["compressed"][None]
+    est = plain.estimate(mel)
+    # loss: the residual model's loss on x0 is the plain model's loss on x0 - estimate (same draws)
+    batch = {"x0": ex["x0"][None], "compressed": mel}
+    moved = {"x0": ex["x0"][None] - est, "compressed": mel}
+    no_aug = dict(noise_p=0.0, blur_p=0.0)
+    res_na = _twin(res, augment=res.config.augment.replace(**no_aug))
+    plain_na = _twin(plain, augment=plain.config.augment.replace(**no_aug))
+    torch.testing.assert_close(res_na.loss(batch, generator=torch.Generator().manual_seed(3))[0],
+                               plain_na.loss(moved, generator=torch.Generator().manual_seed(3))[0])
+    # generation: the plain sample plus the estimate
+    with torch.no_grad():
+        a = res.generate(mel, generator=torch.Generator().manual_seed(0))
+        b = plain.generate(mel, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, (b + est).clamp(-1, 1))
+    # the same for the SR cascader: its sample is added to the FFT-upsampled input
+    sr = tiny_stages(["sr_cascader"])["sr_cascader"]
+    sr_res = _twin(sr, residual=True)
+    low = 0.3 * torch.sin(2 * math.pi * 300.0 * torch.arange(1600) / 16000)[None, None]
+    with torch.no_grad():
+        a = sr_res.generate(low, generator=torch.Generator().manual_seed(0))
+        b = sr.generate(low, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, (b + sr.upsample(low)).clamp(-1, 1))
+
+
 def test_spectral_loss_on_the_implied_clean_signal():
     """spectral_loss_weight > 0 adds a multi-resolution STFT loss between the x0 the model's output
     implies and the target; the x0 that the objective returns is exactly the implied one."""

@@ -207,6 +207,11 @@ class DiffusionStage(nn.Module):
         which goes with the text: see :class:`_Generator`); ``cond`` as given by default."""
         return cond
 
+    def _output_offset(self, aligned: Mapping[str, Any]) -> torch.Tensor | None:
+        """A deterministic signal the output is relative to: the diffusion models ``x0 - offset``
+        and generation adds it back (the vocoder's residual mode); ``None`` by default."""
+        return None
+
     def _training_aligned(self, batch: Mapping[str, Any], x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """Aligned conditioning a training example derives from its caption (none by default)."""
         return {}
@@ -240,12 +245,16 @@ class DiffusionStage(nn.Module):
         fn = model if model is not None else self
         t = self.objective.sample_t(b, generator=generator, device=x0.device)
         weight = float(self.config.spectral_loss_weight)
-        per = self.objective.loss(lambda x, tt: fn(x, tt, **kw), x0, t=t, generator=generator, reduction="none",
+        base = self._output_offset(kw)  # the diffusion runs on x0 - base (the vocoder's residual mode)
+        target = x0 if base is None else x0 - base.to(x0.dtype)
+        per = self.objective.loss(lambda x, tt: fn(x, tt, **kw), target, t=t, generator=generator, reduction="none",
                                   return_pred_x0=weight > 0)
         logs: dict[str, torch.Tensor] = {}
         extra = None
         if weight > 0:
             per, x0_hat = per
+            if base is not None:
+                x0_hat = x0_hat + base.to(x0_hat.dtype)
             with torch.autocast(device_type=x0.device.type, enabled=False):
                 sc, mag = self._spectral_loss()(x0_hat.float(), x0.float())
             extra = weight * (sc + mag)
@@ -537,6 +546,16 @@ class _UpsamplingCascader(DiffusionStage):
     def augment_aligned(self, aligned, generator):
         return {"cond": augment_condition(aligned["cond"], self.config.augment, self.schedule, generator)}
 
+    def _output_offset(self, aligned):
+        return aligned["cond"] if self.config.residual else None
+
+    def _cascade(self, low: torch.Tensor, generator: torch.Generator | None, **kw) -> torch.Tensor:
+        """Sample the high-rate audio for ``low`` (``kw``: text and sampling options); in residual
+        mode the sample is added to the upsampled input."""
+        cond = self._condition(low, generator)
+        out = self.sample(tuple(cond.shape), cond=cond, generator=generator, **kw)
+        return out if not self.config.residual else (out + cond).clamp(-1.0, 1.0)
+
     def _condition(self, low: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         cond = self.upsample(low.to(self.device))
         if self.config.inference_cond_t > 0:
@@ -555,8 +574,7 @@ class WaveformCascader(_UpsamplingCascader):
     def generate(self, low: torch.Tensor, texts: Sequence[str], generator: torch.Generator | None = None,
                  **sampling) -> torch.Tensor:
         """``[B, 1, T * 5]`` 16 kHz audio from ``low [B, 1, T]`` at 3.2 kHz and ``B`` prompts."""
-        cond = self._condition(low, generator)
-        return self.sample(tuple(cond.shape), text=texts, cond=cond, generator=generator, **sampling)
+        return self._cascade(low, generator, text=texts, **sampling)
 
 
 class SRCascader(_UpsamplingCascader):
@@ -568,8 +586,7 @@ class SRCascader(_UpsamplingCascader):
 
     def generate(self, low: torch.Tensor, generator: torch.Generator | None = None, **sampling) -> torch.Tensor:
         """``[B, 1, T * 3 / 2]`` 24 kHz audio from ``low [B, 1, T]`` at 16 kHz."""
-        cond = self._condition(low, generator)
-        return self.sample(tuple(cond.shape), cond=cond, generator=generator, **sampling)
+        return self._cascade(low, generator, **sampling)
 
 
 # ---------------------------------------------------------------------------------------- vocoder
@@ -605,11 +622,13 @@ class SpectrogramVocoder(DiffusionStage):
 
     def estimate(self, mel: torch.Tensor) -> torch.Tensor:
         """The deterministic Griffin-Lim estimate ``[B, 1, F * hop]`` of the audio behind ``mel
-        [B, n_mels, F]`` (mel pseudo-inverse + ``griffin_lim_iters`` fast Griffin-Lim iterations)."""
+        [B, n_mels, F]`` (mel pseudo-inverse + ``griffin_lim_iters`` fast Griffin-Lim iterations).
+        ``mel`` is clamped to the spectrogram range [-1, 1] first: a noise-augmented spectrogram
+        above the dB ceiling would otherwise turn into audio a hundred times too loud."""
         m = self.config.mel
         frames = mel.shape[-1]
         with torch.no_grad():
-            wav = log_mel_inverse(mel.float(), n_iter=self.config.griffin_lim_iters, length=frames * m.hop_length,
+            wav = log_mel_inverse(mel.float().clamp(-1.0, 1.0), n_iter=self.config.griffin_lim_iters, length=frames * m.hop_length,
                                   **m.to_dict())
         return wav[:, None]
 
@@ -631,7 +650,13 @@ class SpectrogramVocoder(DiffusionStage):
             t = torch.full((mel.shape[0],), float(self.config.inference_cond_t))
             mel = noise_corrupt(mel, self.schedule, t, generator)
         shape = (mel.shape[0], 1, mel.shape[-1] * self.hop_length)
-        return self.sample(shape, generator=generator, **self._conditioning(mel), **sampling)
+        aligned = self._conditioning(mel)
+        out = self.sample(shape, generator=generator, **aligned, **sampling)
+        base = self._output_offset(aligned)
+        return out if base is None else (out + base).clamp(-1.0, 1.0)
+
+    def _output_offset(self, aligned):
+        return aligned["cond"] if self.config.residual else None
 
 
 #: class name in config.json -> stage class
