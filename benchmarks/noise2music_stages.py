@@ -24,6 +24,15 @@ the null condition. ``other - real`` is what the stage takes from the prompt (0:
 text, and no CFG scale can make it follow one)::
 
     python benchmarks/noise2music_stages.py --text-gain runs/n2m-spec-generator --clips 16
+
+The SR cascader (``--sr STAGE``): ``--clips`` clips at 24 kHz, resampled to 16 kHz and brought
+back by the cascader, against the FFT-upsampled input: log-spectral distance over 8-12 kHz (what
+the cascader adds) and over the whole band (what it must not spoil), and the 8-12 kHz energy::
+
+    python benchmarks/noise2music_stages.py --sr runs/n2m-sr-cascader --clips 8
+
+The generator part reads a prompt set: ``python -m tunecraft.eval.prompt_set build --split valid
+--per-style 3 -o runs/eval-prompts-valid36.jsonl`` writes the validation one used in the README.
 """
 
 from __future__ import annotations
@@ -95,9 +104,11 @@ def captioned_clips(corpus: Path, split: str, n: int, sample_rate: int) -> tuple
     return wavs, texts
 
 
+@torch.no_grad()
 def text_gain(stage, corpus: Path, split: str, n: int, times=(0.2, 0.4, 0.6, 0.8, 0.95)) -> list[dict]:
     """Denoising loss of a text-conditioned generator at each diffusion time in ``times`` (same
-    noise for the three conditions) with the real caption, the next clip's caption and no text."""
+    noise for the three conditions) with the real caption, the next clip's caption and no text.
+    A generator with a beat clock gets each caption's own clock (the tempo is part of the prompt)."""
     if not stage.uses_text or stage.aligned_keys:
         raise SystemExit(f"--text-gain takes a text-to-audio generator, not the {stage.stage_name}")
     wavs, texts = captioned_clips(corpus, split, n, stage.data_sample_rate(stage.config))
@@ -142,6 +153,40 @@ def tone_peaks(voc, steps: int) -> list[dict]:
     return rows
 
 
+def log_spectral_distance(x: torch.Tensor, ref: torch.Tensor, sr: int, band: tuple[float, float]) -> float:
+    """Root-mean-square difference (dB) of the log power spectra of ``x`` and ``ref`` (STFT 2048 /
+    512) over the frequencies in ``band``, averaged over frames (the super-resolution literature's LSD)."""
+    win = torch.hann_window(2048)
+    spec = [torch.stft(s, 2048, 512, window=win, return_complex=True).abs().pow(2).clamp_min(1e-10).log10() * 10
+            for s in (x, ref)]
+    freqs = torch.fft.rfftfreq(2048, 1 / sr)
+    keep = (freqs >= band[0]) & (freqs < band[1])
+    return float((spec[0][keep] - spec[1][keep]).pow(2).mean(dim=0).sqrt().mean())
+
+
+def sr_check(sr_stage, corpus: Path, split: str, n: int, steps: int | None) -> dict:
+    """The SR cascader on real audio: each clip at 24 kHz, resampled to 16 kHz and back up by the
+    cascader, against the FFT-upsampled input (no content above 8 kHz): LSD over 8-12 kHz and over
+    the whole band, and the 8-12 kHz energy relative to the reference's."""
+    from tunecraft.audio import resample
+
+    rate, low_rate = sr_stage.sample_rate, sr_stage.low_sample_rate
+    rows = {"FFT-upsampled input": [], "SR cascader": []}
+    for i, (wav, _, _) in enumerate(split_clips(corpus, split, n, rate)):
+        ref = wav[0]
+        low = resample(wav, rate, low_rate)[None]
+        outs = {"FFT-upsampled input": sr_stage.upsample(low, ref.numel())[0, 0],
+                "SR cascader": sr_stage.generate(low, steps=steps, generator=torch.Generator().manual_seed(i))[0, 0]}
+        for name, out in outs.items():
+            out = out[: ref.numel()]
+            hi = torch.fft.rfftfreq(ref.numel(), 1 / rate) >= low_rate / 2
+            energy = float(torch.fft.rfft(out).abs().pow(2)[hi].sum() / torch.fft.rfft(ref).abs().pow(2)[hi].sum().clamp_min(1e-12))
+            rows[name].append((log_spectral_distance(out, ref, rate, (low_rate / 2, rate / 2)),
+                               log_spectral_distance(out, ref, rate, (20.0, rate / 2)), energy))
+    return {name: {"lsd_high_db": sum(r[0] for r in v) / len(v), "lsd_full_db": sum(r[1] for r in v) / len(v),
+                   "high_band_energy_ratio": sum(r[2] for r in v) / len(v)} for name, v in rows.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vocoder", default=None)
@@ -151,16 +196,18 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=12)
     p.add_argument("--vocoder-steps", type=int, default=20)
     p.add_argument("--gl-iters", type=int, nargs="*", default=[8, 16, 32])
-    p.add_argument("--prompts", type=Path, default=Path("runs/eval-prompts-valid.jsonl"))
+    p.add_argument("--prompts", type=Path, default=Path("runs/eval-prompts-valid36.jsonl"))
     p.add_argument("--limit", type=int, default=16)
     p.add_argument("--generator-steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--text-gain", default=None, metavar="STAGE")
+    p.add_argument("--sr", default=None, metavar="STAGE", help="the SR cascader on real 24 kHz audio")
+    p.add_argument("--sr-steps", type=int, default=None, help="SR sampling steps (default: the stage's)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.vocoder is None and args.generator is None and args.text_gain is None:
-        p.error("give --vocoder, --generator and/or --text-gain")
+    if args.vocoder is None and args.generator is None and args.text_gain is None and args.sr is None:
+        p.error("give --vocoder, --generator, --text-gain and/or --sr")
     torch.set_num_threads(args.threads)
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
@@ -220,6 +267,14 @@ def main(argv=None) -> int:
                 print(f"| {r['t']:g} | {r['real']:.4f} | {r['other']:.4f} | {r['null']:.4f} | {r['gain']:.4f} |")
             print()
             report["text_gain"] = rows
+        if args.sr is not None:
+            rows = sr_check(stage_dir(args.sr, Path(tmp)).eval(), args.corpus, args.split, args.clips, args.sr_steps)
+            print(f"### SR cascader on {args.clips} {args.split}-split clips (24 kHz -> 16 kHz -> 24 kHz)\n")
+            print("| output | LSD 8-12 kHz (dB) | LSD whole band (dB) | 8-12 kHz energy / reference |\n|---|---|---|---|")
+            for name, r in rows.items():
+                print(f"| {name} | {r['lsd_high_db']:.2f} | {r['lsd_full_db']:.2f} | {r['high_band_energy_ratio']:.3f} |")
+            print()
+            report["sr"] = rows
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -818,3 +818,26 @@ def test_stage_benchmark_text_gain(stages, corpus, tmp_path, capsys):
     path = stages["spectrogram_generator"].save_pretrained(tmp_path / "sg")
     assert bench.main(["--text-gain", str(path), "--corpus", str(corpus), "--split", "train", "--clips", "2"]) == 0
     assert "| 0.95 |" in capsys.readouterr().out
+
+
+def test_stage_benchmark_sr_check(stages, corpus, tmp_path, capsys):
+    """benchmarks/noise2music_stages.py --sr: the SR cascader against the FFT-upsampled input on
+    real clips; the input has nothing above 8 kHz, so its high-band energy ratio is ~0."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "n2m_stages", Path(__file__).resolve().parent.parent / "benchmarks" / "noise2music_stages.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.sr_check(stages["sr_cascader"], corpus, "train", 2, steps=2)
+    assert set(rows) == {"FFT-upsampled input", "SR cascader"}
+    assert rows["FFT-upsampled input"]["high_band_energy_ratio"] < 1e-3
+    assert rows["SR cascader"]["high_band_energy_ratio"] > rows["FFT-upsampled input"]["high_band_energy_ratio"]
+    assert all(math.isfinite(v) for r in rows.values() for v in r.values())
+    # identical signals are 0 dB apart
+    x = torch.randn(24000, generator=torch.Generator().manual_seed(0))
+    assert bench.log_spectral_distance(x, x, 24000, (8000.0, 12000.0)) == 0.0
+    path = stages["sr_cascader"].save_pretrained(tmp_path / "sr")
+    assert bench.main(["--sr", str(path), "--corpus", str(corpus), "--split", "train", "--clips", "1",
+                       "--sr-steps", "2"]) == 0
+    assert "| SR cascader |" in capsys.readouterr().out
