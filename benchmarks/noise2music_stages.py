@@ -195,6 +195,8 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="valid")
     p.add_argument("--clips", type=int, default=12)
     p.add_argument("--vocoder-steps", type=int, default=20)
+    p.add_argument("--consistency-iters", type=int, default=None,
+                   help="override the vocoder's consistency_iters (projection onto the input spectrogram)")
     p.add_argument("--gl-iters", type=int, nargs="*", default=[8, 16, 32])
     p.add_argument("--prompts", type=Path, default=Path("runs/eval-prompts-valid36.jsonl"))
     p.add_argument("--limit", type=int, default=16)
@@ -213,6 +215,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         if args.vocoder is not None:
             voc = stage_dir(args.vocoder, Path(tmp))
+            if args.consistency_iters is not None:
+                import dataclasses
+
+                voc.config = dataclasses.replace(voc.config, consistency_iters=args.consistency_iters)
             lm = logmel_of(voc.config.mel)
             xs = clips(args.corpus, args.split, args.clips)
             refs = [estimate_attributes(x, SR) for x in xs]

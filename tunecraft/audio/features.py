@@ -91,13 +91,16 @@ def griffin_lim(
     n_iter: int = 32,
     momentum: float = 0.99,
     length: int | None = None,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Waveform ``[B, T]`` whose centred STFT magnitude approximates ``magnitude [B, n_fft//2+1, F]``.
 
     The fast Griffin-Lim algorithm (Perraudin, Balazs and Soendergaard, 2013): alternate projections
     between consistent spectrograms and the given magnitude, with ``momentum`` (0 = the original
-    Griffin-Lim of 1984). The phase starts at zero, so the result is deterministic. ``length``
-    defaults to ``(F - 1) * hop_length`` (frame ``k`` centred on sample ``k * hop_length``).
+    Griffin-Lim of 1984). The phase starts at zero, so the result is deterministic, or at the phase
+    of the waveform ``init [B, T]`` (e.g. a neural vocoder's output; ``n_iter = 0`` then just puts
+    ``magnitude`` under that phase). ``length`` defaults to ``(F - 1) * hop_length`` (frame ``k``
+    centred on sample ``k * hop_length``).
     """
     if magnitude.dim() != 3 or magnitude.shape[1] != n_fft // 2 + 1:
         raise InvalidInput(f"griffin_lim expects a magnitude [B, {n_fft // 2 + 1}, frames], got {tuple(magnitude.shape)}")
@@ -117,6 +120,13 @@ def griffin_lim(
         return out if out.shape[-1] == frames else torch.nn.functional.pad(out, (0, frames - out.shape[-1]))
 
     angles = torch.ones_like(mag, dtype=torch.complex64)
+    if init is not None:
+        init = torch.as_tensor(init).float().to(mag.device)
+        if init.dim() != 2 or init.shape[0] != mag.shape[0]:
+            raise InvalidInput(f"init must be a waveform [{mag.shape[0]}, T], got {tuple(init.shape)}")
+        start = torch.stft(init, pad_mode="constant", return_complex=True, **stft)[..., :frames]
+        start = torch.nn.functional.pad(start, (0, frames - start.shape[-1]))
+        angles = torch.where(start.abs() > 1e-8, start / start.abs().clamp_min(1e-8), angles)
     previous = torch.zeros_like(angles)
     for _ in range(int(n_iter)):
         rebuilt = project(mag * angles)
@@ -220,11 +230,11 @@ class MelSpectrogram(nn.Module):
         return mel[0] if squeeze else mel
 
     def inverse(self, mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,
-                length: int | None = None) -> torch.Tensor:
+                length: int | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
         """Audio ``[B, T]`` from a mel spectrogram ``[B, n_mels, F]`` of this transform: the
         non-negative least-norm linear spectrogram (pseudo-inverse of the filter bank, clipped at
-        0), then :func:`griffin_lim` for the phase. A deterministic estimate, not a vocoder: it
-        keeps pitch and onsets but sounds phasey."""
+        0), then :func:`griffin_lim` for the phase (from zero, or from the waveform ``init``). A
+        deterministic estimate, not a vocoder: it keeps pitch and onsets but sounds phasey."""
         if mel.dim() != 3 or mel.shape[1] != self.n_mels:
             raise InvalidInput(f"expected a mel spectrogram [B, {self.n_mels}, frames], got {tuple(mel.shape)}")
         if self._fb_pinv is None or self._fb_pinv.device != mel.device:
@@ -233,7 +243,8 @@ class MelSpectrogram(nn.Module):
         mag = spec if self.power == 1.0 else spec.pow(1.0 / self.power)
         if self.normalized:
             mag = mag * self.window.sum()
-        return griffin_lim(mag, self.n_fft, self.hop_length, self.win_length, self.window, n_iter, momentum, length)
+        return griffin_lim(mag, self.n_fft, self.hop_length, self.win_length, self.window, n_iter, momentum, length,
+                           init=init)
 
     def extra_repr(self) -> str:
         return (
@@ -349,10 +360,10 @@ class LogMel(nn.Module):
         raise InvalidInput(f"denormalize: 'to' must be 'db', 'magnitude' or 'power', got {to!r}")
 
     def invert(self, y: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,
-               length: int | None = None) -> torch.Tensor:
+               length: int | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
         """Griffin-Lim audio ``[B, T]`` from a normalised log-mel ``[B, n_mels, F]`` (see
         :meth:`MelSpectrogram.inverse`); ``length`` defaults to ``(F - 1) * hop``."""
-        return self.mel.inverse(self.denormalize(y), n_iter=n_iter, momentum=momentum, length=length)
+        return self.mel.inverse(self.denormalize(y), n_iter=n_iter, momentum=momentum, length=length, init=init)
 
     def extra_repr(self) -> str:
         return f"min_db={self.min_db}, max_db={self.max_db}"
@@ -452,11 +463,13 @@ def log_mel(
     return mod(wav)
 
 
-def log_mel_inverse(y: torch.Tensor, *, n_iter: int = 32, length: int | None = None, **settings) -> torch.Tensor:
-    """Functional form of :meth:`LogMel.invert` (Griffin-Lim audio ``[B, T]`` from ``y [B, n_mels, F]``);
-    ``settings`` are :class:`LogMel`'s keyword arguments (modules are cached per settings and device)."""
+def log_mel_inverse(y: torch.Tensor, *, n_iter: int = 32, length: int | None = None,
+                    init: torch.Tensor | None = None, **settings) -> torch.Tensor:
+    """Functional form of :meth:`LogMel.invert` (Griffin-Lim audio ``[B, T]`` from ``y [B, n_mels, F]``,
+    the phase starting at ``init``'s when given); ``settings`` are :class:`LogMel`'s keyword
+    arguments (modules are cached per settings and device)."""
     y = torch.as_tensor(y)
-    return _cached(LogMel, str(y.device), **settings).invert(y, n_iter=n_iter, length=length)
+    return _cached(LogMel, str(y.device), **settings).invert(y, n_iter=n_iter, length=length, init=init)
 
 
 def chromagram(

@@ -653,7 +653,13 @@ class SpectrogramVocoder(DiffusionStage):
         aligned = self._conditioning(mel)
         out = self.sample(shape, generator=generator, **aligned, **sampling)
         base = self._output_offset(aligned)
-        return out if base is None else (out + base).clamp(-1.0, 1.0)
+        out = out if base is None else (out + base).clamp(-1.0, 1.0)
+        if self.config.consistency_iters:
+            m = self.config.mel
+            with torch.no_grad():
+                out = log_mel_inverse(mel.clamp(-1.0, 1.0), n_iter=self.config.consistency_iters, length=out.shape[-1],
+                                      init=out[:, 0].float(), **m.to_dict())[:, None].clamp(-1.0, 1.0)
+        return out
 
     def _output_offset(self, aligned):
         return aligned["cond"] if self.config.residual else None
