@@ -66,15 +66,15 @@ def tiny_configs() -> dict:
             unet=UNet1DConfig(in_channels=16, text_dim=16, strides=[1, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=3, cfg_scale=2.0, step_schedule="back-heavy")),
-        "spectrogram_vocoder": SpectrogramVocoderConfig(
-            mel=TINY_MEL,
+        "spectrogram_vocoder": SpectrogramVocoderConfig(  # the paper's conditioning (options tested below)
+            mel=TINY_MEL, griffin_lim_iters=0, residual=False, consistency_iters=0,
             unet=UNet1DConfig(in_channels=1, compressed_channels=16, strides=[4, 8, 5], self_attention_levels=[],
                               cross_attention_levels=[], **TINY),
             sampling=StageSampling(steps=2)),
         "sr_cascader": SRCascaderConfig(
             unet=UNet1DConfig(in_channels=1, cond_channels=1, strides=[2, 2, 2], self_attention_levels=[],
                               cross_attention_levels=[], **TINY),
-            sampling=StageSampling(steps=2)),
+            sampling=StageSampling(steps=2), residual=False),
     }
 
 
@@ -164,8 +164,9 @@ def test_vocoder_griffin_lim_conditioning():
         SpectrogramVocoderConfig(mel=TINY_MEL, unet=cfg.unet, griffin_lim_iters=-1)
     unet = UNet1DConfig(**dict(cfg.unet.to_dict(), cond_channels=1))
     with pytest.raises(ConfigError):  # a stacked channel without the estimate
-        SpectrogramVocoderConfig(mel=TINY_MEL, unet=unet)
+        SpectrogramVocoderConfig(mel=TINY_MEL, unet=unet, griffin_lim_iters=0, residual=False)
     voc = perturb(SpectrogramVocoder(SpectrogramVocoderConfig(mel=TINY_MEL, unet=unet, griffin_lim_iters=4,
+                                                              residual=False, consistency_iters=0,
                                                               sampling=StageSampling(steps=2))))
     t = torch.arange(160 * 20) / 16000
     wav = (0.3 * torch.sin(2 * math.pi * 440.0 * t))[None]
@@ -200,10 +201,11 @@ def test_residual_vocoder_and_cascaders_work_relative_to_their_input():
     cfg = tiny_configs()["spectrogram_vocoder"]
     unet = UNet1DConfig(**dict(cfg.unet.to_dict(), cond_channels=1))
     with pytest.raises(ConfigError, match="residual needs griffin_lim_iters"):
-        SpectrogramVocoderConfig(mel=TINY_MEL, unet=cfg.unet, residual=True)
+        SpectrogramVocoderConfig(mel=TINY_MEL, unet=cfg.unet, griffin_lim_iters=0, residual=True)
     with pytest.raises(ConfigError, match="residual"):
         SRCascaderConfig(residual="yes")
     plain = perturb(SpectrogramVocoder(SpectrogramVocoderConfig(mel=TINY_MEL, unet=unet, griffin_lim_iters=4,
+                                                                residual=False, consistency_iters=0,
                                                                 sampling=StageSampling(steps=2))))
     res = _twin(plain, residual=True)
     t = torch.arange(160 * 20) / 16000
@@ -299,7 +301,14 @@ def test_default_configs_hold_the_paper_structure():
     assert s.mel.n_mels == 80 and s.mel.frame_rate == 100
     # CPU generators use v-prediction (they read the prompt); paper() keeps the paper's objectives
     assert s.objective.parameterization == g.objective.parameterization == "v"
-    assert c.objective.parameterization == v.objective.parameterization == r.objective.parameterization == "eps"
+    assert c.objective.parameterization == "eps"
+    # the CPU vocoder and SR cascader: v, residual (and the vocoder's Griffin-Lim options); the
+    # paper's vocoder has none of that
+    assert v.objective.parameterization == r.objective.parameterization == "v" and v.residual and r.residual
+    assert v.griffin_lim_iters > 0 and v.consistency_iters > 0 and v.unet.cond_channels == 1
+    pv = SpectrogramVocoderConfig.paper()
+    assert (pv.objective.parameterization, pv.residual, pv.griffin_lim_iters, pv.consistency_iters) == ("eps", False, 0, 0)
+    assert pv.augment == ConditionAugmentConfig.vocoder() and pv.unet.cond_channels == 0
     ps = SpectrogramGeneratorConfig.paper()
     assert (ps.objective.parameterization, ps.objective.weighting) == ("eps", "sigma")
     assert WaveformGeneratorConfig.paper().objective.parameterization == "eps"

@@ -404,7 +404,11 @@ class SpectrogramVocoderConfig(StageConfig):
     100 frames/s and the spectrogram enters there (the "compressed aligned sequence" of Fig. 1).
     CPU default vs Table 8: 4 levels, strides [4, 4, 2, 5]; channels [16, 32, 64, 128] (8-channel
     stem); 5 residual blocks; kernel 5; no attention (3.2 s crops, any length at inference).
-    Sampling: 20 front-heavy steps.
+    Sampling: 20 front-heavy steps. The CPU default also uses the three options below that the
+    paper does not have (Griffin-Lim estimate, residual, consistency projection), v-prediction,
+    linear upsampling and no noise augmentation of the spectrogram (a noised log-mel turns into a
+    Griffin-Lim estimate that is mostly loud noise; the blur augmentation stays): the measurements
+    are in the README. :meth:`paper` has none of them.
 
     ``griffin_lim_iters > 0`` (not in the paper; off by default) also stacks a deterministic
     estimate of the waveform, made from the same (augmented) spectrogram by the mel
@@ -432,14 +436,15 @@ class SpectrogramVocoderConfig(StageConfig):
     sample_rate: int = 16000
     mel: MelConfig = field(default_factory=MelConfig)
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=1, compressed_channels=80, channels=[16, 32, 64, 128], strides=[4, 4, 2, 5],
-        blocks=[1, 1, 1, 2], stem_channels=8, self_attention_levels=[], cross_attention_levels=[]))
+        in_channels=1, cond_channels=1, compressed_channels=80, channels=[16, 32, 64, 128], strides=[4, 4, 2, 5],
+        blocks=[1, 1, 1, 2], stem_channels=8, self_attention_levels=[], cross_attention_levels=[], upsample="linear"))
+    objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(20, 1.0, "front-heavy"))
-    augment: ConditionAugmentConfig = field(default_factory=ConditionAugmentConfig.vocoder)
+    augment: ConditionAugmentConfig = field(default_factory=lambda: ConditionAugmentConfig.vocoder().replace(noise_p=0.0))
     inference_cond_t: float = 0.0
-    griffin_lim_iters: int = 0
-    residual: bool = False
-    consistency_iters: int = 0
+    griffin_lim_iters: int = 8
+    residual: bool = True
+    consistency_iters: int = 8
 
     def _check(self) -> None:
         u = self.unet
@@ -466,9 +471,14 @@ class SpectrogramVocoderConfig(StageConfig):
 
     @classmethod
     def paper(cls, **kw) -> "SpectrogramVocoderConfig":
-        """Table 8 widths with strides whose product is the hop (160)."""
+        """Table 8 widths with strides whose product is the hop (160); the paper's conditioning
+        (the spectrogram only), epsilon objective and augmentation."""
         unet = UNet1DConfig.noise2music(in_channels=1, compressed_channels=80, strides=[2, 2, 2, 4, 5, 1],
                                         self_attention_levels=[], cross_attention_levels=[])
+        for key, value in dict(griffin_lim_iters=0, residual=False, consistency_iters=0).items():
+            kw.setdefault(key, value)
+        kw.setdefault("objective", DiffusionObjectiveConfig())
+        kw.setdefault("augment", ConditionAugmentConfig.vocoder())
         return cls(unet=unet, sampling=_sampling(1000, 1.0, "front-heavy"), **kw)
 
 
@@ -479,6 +489,8 @@ class SRCascaderConfig(StageConfig):
     CPU default: 4 levels, strides [4, 4, 4, 4], channels [16, 32, 64, 128] (8-channel stem), one
     residual block per level, kernel 5, no attention. Same conditioning augmentation as the
     waveform cascader (the reviews do not give the SR cascader's). Sampling: 20 front-heavy steps.
+    Not in the paper: ``residual`` (the model makes what the upsampled input lacks, above all the
+    8-12 kHz band, instead of re-creating all of it) and v-prediction.
     """
 
     sample_rate: int = 24000
@@ -486,10 +498,11 @@ class SRCascaderConfig(StageConfig):
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
         in_channels=1, cond_channels=1, channels=[16, 32, 64, 128], strides=[4, 4, 4, 4], blocks=[1, 1, 1, 1],
         stem_channels=8, self_attention_levels=[], cross_attention_levels=[]))
+    objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(20, 1.0, "front-heavy"))
     augment: ConditionAugmentConfig = field(default_factory=ConditionAugmentConfig.cascader)
     inference_cond_t: float = 0.0
-    residual: bool = False
+    residual: bool = True
 
     def _check(self) -> None:
         _check_cascader(self, "the SR cascader", no_text=True)
