@@ -177,10 +177,11 @@ def sr_check(sr_stage, corpus: Path, split: str, n: int, steps: int | None) -> d
         low = resample(wav, rate, low_rate)[None]
         outs = {"FFT-upsampled input": sr_stage.upsample(low, ref.numel())[0, 0],
                 "SR cascader": sr_stage.generate(low, steps=steps, generator=torch.Generator().manual_seed(i))[0, 0]}
+        hi = torch.fft.rfftfreq(ref.numel(), 1 / rate) >= low_rate / 2
+        ref_energy = torch.fft.rfft(ref).abs().pow(2)[hi].sum().clamp_min(1e-12)
         for name, out in outs.items():
             out = out[: ref.numel()]
-            hi = torch.fft.rfftfreq(ref.numel(), 1 / rate) >= low_rate / 2
-            energy = float(torch.fft.rfft(out).abs().pow(2)[hi].sum() / torch.fft.rfft(ref).abs().pow(2)[hi].sum().clamp_min(1e-12))
+            energy = float(torch.fft.rfft(out).abs().pow(2)[hi].sum() / ref_energy)
             rows[name].append((log_spectral_distance(out, ref, rate, (low_rate / 2, rate / 2)),
                                log_spectral_distance(out, ref, rate, (20.0, rate / 2)), energy))
     return {name: {"lsd_high_db": sum(r[0] for r in v) / len(v), "lsd_full_db": sum(r[1] for r in v) / len(v),

@@ -50,7 +50,9 @@ from ..pretrained import (
     state_for_saving,
     write_model_dir,
 )
+from ..modules.beat import beat_clock, beat_features
 from ..text import TextConditioner, TextStates
+from ..text.attributes import parse_facts
 from .augment import augment_condition, noise_corrupt
 from .configs import (
     MelConfig,
@@ -209,7 +211,7 @@ class DiffusionStage(nn.Module):
 
     def _output_offset(self, aligned: Mapping[str, Any]) -> torch.Tensor | None:
         """A deterministic signal the output is relative to: the diffusion models ``x0 - offset``
-        and generation adds it back (the vocoder's residual mode); ``None`` by default."""
+        and generation adds it back (:class:`_ResidualStage`); ``None`` by default."""
         return None
 
     def _training_aligned(self, batch: Mapping[str, Any], x0: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -404,10 +406,12 @@ class _Generator(DiffusionStage):
     the text condition. ``forward`` with prompt strings and no ``cond`` makes the clock itself.
     """
 
-    #: output positions (samples or spectrogram frames) per second of music
     @property
     def positions_per_second(self) -> float:
-        raise NotImplementedError
+        """Output positions (samples or spectrogram frames) per second of music: the training-data
+        rate over the samples behind one output position (``crop_multiple``: 1 for the waveform,
+        the hop for a spectrogram)."""
+        return self.data_sample_rate(self.config) / self.crop_multiple(self.config)
 
     @property
     def has_beat_clock(self) -> bool:
@@ -420,9 +424,6 @@ class _Generator(DiffusionStage):
         ``None`` without a beat clock."""
         if not self.has_beat_clock:
             return None
-        from ..modules.beat import beat_clock, beat_features
-        from ..text.attributes import parse_facts
-
         rate = self.positions_per_second
         starts = None
         if offsets is not None:
@@ -469,10 +470,6 @@ class WaveformGenerator(_Generator):
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
-    @property
-    def positions_per_second(self) -> float:
-        return float(self.config.sample_rate)
-
     def generate(self, texts: Sequence[str], length: int, **sampling) -> torch.Tensor:
         """``[B, 1, length]`` low-fi audio for ``B`` prompts (``sampling``: see :meth:`sample`)."""
         return self._generate(texts, (len(texts), 1, int(length)), sampling)
@@ -502,17 +499,30 @@ class SpectrogramGenerator(_Generator):
     def prepare_example(cls, config: SpectrogramGeneratorConfig, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"x0": mel_frames(wav[0], config.mel)}
 
-    @property
-    def positions_per_second(self) -> float:
-        return float(self.config.mel.frame_rate)
-
     def generate(self, texts: Sequence[str], frames: int, **sampling) -> torch.Tensor:
         """``[B, n_mels, frames]`` spectrograms for ``B`` prompts."""
         return self._generate(texts, (len(texts), self.config.mel.n_mels, int(frames)), sampling)
 
 
+# ---------------------------------------------------------------------------------------- residual stages
+class _ResidualStage(DiffusionStage):
+    """A stage whose aligned input ``cond`` is a deterministic guess of its output (the cascaders'
+    upsampled audio, the vocoder's Griffin-Lim estimate). With ``config.residual`` (not in the
+    paper) the diffusion models the output minus ``cond`` and :meth:`_sample_output` adds it back."""
+
+    def _output_offset(self, aligned):
+        return aligned["cond"] if self.config.residual else None
+
+    def _sample_output(self, shape: Sequence[int], aligned: Mapping[str, torch.Tensor],
+                       generator: torch.Generator | None, **kw) -> torch.Tensor:
+        """:meth:`sample` with the ``aligned`` inputs, plus the offset in residual mode."""
+        out = self.sample(shape, generator=generator, **aligned, **kw)
+        base = self._output_offset(aligned)
+        return out if base is None else (out + base).clamp(-1.0, 1.0)
+
+
 # ---------------------------------------------------------------------------------------- cascaders
-class _UpsamplingCascader(DiffusionStage):
+class _UpsamplingCascader(_ResidualStage):
     """Shared part of the two cascaders: ``low_sample_rate`` audio, FFT-upsampled to ``sample_rate``
     and stacked with ``x_t``; the conditioning is blurred and noise-corrupted in training."""
 
@@ -546,15 +556,11 @@ class _UpsamplingCascader(DiffusionStage):
     def augment_aligned(self, aligned, generator):
         return {"cond": augment_condition(aligned["cond"], self.config.augment, self.schedule, generator)}
 
-    def _output_offset(self, aligned):
-        return aligned["cond"] if self.config.residual else None
-
     def _cascade(self, low: torch.Tensor, generator: torch.Generator | None, **kw) -> torch.Tensor:
         """Sample the high-rate audio for ``low`` (``kw``: text and sampling options); in residual
         mode the sample is added to the upsampled input."""
         cond = self._condition(low, generator)
-        out = self.sample(tuple(cond.shape), cond=cond, generator=generator, **kw)
-        return out if not self.config.residual else (out + cond).clamp(-1.0, 1.0)
+        return self._sample_output(tuple(cond.shape), {"cond": cond}, generator, **kw)
 
     def _condition(self, low: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         cond = self.upsample(low.to(self.device))
@@ -590,7 +596,7 @@ class SRCascader(_UpsamplingCascader):
 
 
 # ---------------------------------------------------------------------------------------- vocoder
-class SpectrogramVocoder(DiffusionStage):
+class SpectrogramVocoder(_ResidualStage):
     """Log-mel ``[B, n_mels, F]`` -> 16 kHz waveform ``[B, 1, F * hop]``, spectrogram-conditioned only."""
 
     CLASS_NAME = "Noise2MusicSpectrogramVocoder"
@@ -650,19 +656,13 @@ class SpectrogramVocoder(DiffusionStage):
             t = torch.full((mel.shape[0],), float(self.config.inference_cond_t))
             mel = noise_corrupt(mel, self.schedule, t, generator)
         shape = (mel.shape[0], 1, mel.shape[-1] * self.hop_length)
-        aligned = self._conditioning(mel)
-        out = self.sample(shape, generator=generator, **aligned, **sampling)
-        base = self._output_offset(aligned)
-        out = out if base is None else (out + base).clamp(-1.0, 1.0)
+        out = self._sample_output(shape, self._conditioning(mel), generator, **sampling)
         if self.config.consistency_iters:
             m = self.config.mel
             with torch.no_grad():
                 out = log_mel_inverse(mel.clamp(-1.0, 1.0), n_iter=self.config.consistency_iters, length=out.shape[-1],
                                       init=out[:, 0].float(), **m.to_dict())[:, None].clamp(-1.0, 1.0)
         return out
-
-    def _output_offset(self, aligned):
-        return aligned["cond"] if self.config.residual else None
 
 
 #: class name in config.json -> stage class
