@@ -442,6 +442,81 @@ def test_beat_clock_values_offsets_and_prompts(stages):
     torch.testing.assert_close(got, gen.beat_clock(texts[:2], 64, offsets=[0.5, 0.0]))
 
 
+def test_key_profile_and_tonic_reference():
+    from tunecraft.modules.key import KK_MAJOR, KK_MINOR, key_profile, tonic_features, tonic_frequency
+
+    prof = key_profile([0, 9, 4, None, 2], ["major", "minor", "minor", "major", None])
+    assert prof.shape == (5, 12) and prof.dtype == torch.float32
+    assert torch.count_nonzero(prof[3:]) == 0  # no tonic or no mode: no profile
+    for row, (tonic, table) in enumerate([(0, KK_MAJOR), (9, KK_MINOR), (4, KK_MINOR)]):
+        t = torch.tensor(table, dtype=torch.float64)
+        want = (t - t.mean()) / t.std(unbiased=False)
+        for pc in range(12):  # pitch class pc is scale degree (pc - tonic) mod 12
+            assert prof[row, pc].item() == pytest.approx(want[(pc - tonic) % 12].item(), abs=1e-6)
+        assert prof[row].argmax().item() == tonic  # the tonic rates highest
+        assert prof[row].mean().abs() < 1e-6 and prof[row].std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(InvalidInput, match="a key is"):
+        key_profile([12], ["major"])
+    assert tonic_frequency(9, 4) == pytest.approx(440.0) and tonic_frequency(0, 4) == pytest.approx(261.6256, abs=1e-3)
+    feats = tonic_features([9, None], [3, 4], 3200.0, 800, start=[0.5, 0.0])
+    assert feats.shape == (2, 4, 800) and torch.count_nonzero(feats[1]) == 0
+    n = torch.arange(800, dtype=torch.float64)
+    for i, f in enumerate((220.0, 440.0)):
+        phase = 2 * math.pi * f * (0.5 + n / 3200)
+        torch.testing.assert_close(feats[0, i], torch.sin(phase).float(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(feats[0, 2 + i], torch.cos(phase).float(), atol=1e-4, rtol=0)
+
+
+def test_generator_key_conditioning_config_and_channels():
+    u = dict(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[], cross_attention_levels=[2], **TINY)
+    cfg = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4 + 12 + 4, **u), beat_rates=[1.0, 2.0],
+                                  key_profile=True, tonic_octaves=[3, 4], sampling=StageSampling(steps=2))
+    assert cfg.aligned_channels == 20 and WaveformGeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="= 20, got 4"):
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4, **u), beat_rates=[1.0, 2.0],
+                                key_profile=True, tonic_octaves=[3, 4])
+    for bad in ([3, 3], [3.5], "3", [True], [12]):
+        with pytest.raises(ConfigError, match="tonic_octaves"):
+            WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), tonic_octaves=bad)
+    with pytest.raises(ConfigError, match="above half"):  # B7 = 3951 Hz does not fit 3.2 kHz
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[], tonic_octaves=[7])
+    with pytest.raises(ConfigError, match="above half"):  # a 100 frames/s spectrogram holds no tonic
+        SpectrogramGeneratorConfig(mel=TINY_MEL, unet=UNet1DConfig(
+            in_channels=16, cond_channels=2, text_dim=16, strides=[1, 2, 2], self_attention_levels=[],
+            cross_attention_levels=[2], **TINY), beat_rates=[], tonic_octaves=[2])
+    with pytest.raises(ConfigError, match="key_profile must be"):
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=12, **u), beat_rates=[], key_profile=1)
+    with pytest.raises(ConfigError, match="only the generators"):
+        SRCascaderConfig(key_profile=True)
+    assert WaveformGeneratorConfig().key_profile is False and WaveformGeneratorConfig.paper().tonic_octaves == []
+
+    gen = perturb(WaveformGenerator(cfg), seed=5).eval()
+    texts = ["a march in A minor, 120 bpm", "a waltz in D major", "no key, 90 bpm"]
+    cond = gen.prompt_aligned(texts, 640, offsets=[0.0, 0.25, 0.0])
+    assert cond.shape == (3, 20, 640)
+    torch.testing.assert_close(cond[:, :4], gen.beat_clock(texts, 640, offsets=[0.0, 0.25, 0.0]))
+    from tunecraft.modules.key import key_profile, tonic_features
+
+    want_prof = key_profile([9, 2, None], ["minor", "major", None])
+    torch.testing.assert_close(cond[:, 4:16], want_prof.unsqueeze(-1).expand(-1, -1, 640))
+    torch.testing.assert_close(cond[:, 16:], tonic_features([9, 2, None], [3, 4], 3200.0, 640, [0.0, 0.25, 0.0]))
+    assert torch.count_nonzero(cond[2, 4:]) == 0  # no key stated
+    # the key channels reach the output, and a dropped text drops them
+    x = torch.randn(2, 1, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.5, 0.5])
+    pair = ["a song in A minor", "a song in A minor"]
+    with torch.no_grad():
+        torch.nn.init.normal_(gen.unet.stem.weight)  # let the new channels matter
+        real = gen(x, t, text=pair)
+        other = gen(x, t, text=["a song in Eb major", "a song in Eb major"])
+        assert not torch.allclose(real, other)
+        drop = torch.tensor([True, False])
+        dropped = gen(x, t, text=pair, drop_text=drop)
+        torch.testing.assert_close(dropped[0], gen(x, t, text=pair, drop_text=drop, cond=torch.zeros(2, 20, 64))[0])
+    out = gen.generate(texts[:1], 64, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, 64) and torch.isfinite(out).all()
+
+
 def test_beat_clock_goes_with_the_text(stages):
     gen = stages["waveform_generator"]
     g = torch.Generator().manual_seed(0)
@@ -462,7 +537,7 @@ def test_beat_clock_goes_with_the_text(stages):
         # the same text states with another tempo's clock: another prediction
         states = gen.encode_text(texts[:1])
         assert not torch.allclose(gen(x[:1], t[:1], text=states, cond=gen.beat_clock(texts[1:], 96)), both[:1])
-    with pytest.raises(InvalidInput, match="beat clock"):
+    with pytest.raises(InvalidInput, match="aligned conditioning from its prompt"):
         gen(x, t, text=gen.encode_text(texts))  # states alone cannot say the tempo
 
 

@@ -510,6 +510,41 @@ def test_init_from_warm_starts_matching_tensors_only(tmp_path, capsys):
         train(tmp_path / "bad", "train.steps=1", f"train.init_from={tmp_path / 'missing'}")
 
 
+def test_init_from_an_exported_model_and_grown_input_channels(tmp_path, capsys):
+    """An exported model directory (model.safetensors) warm-starts too; a weight with more input
+    channels than the source's keeps the source's channels and starts the new ones at zero."""
+    from safetensors.torch import load_file
+
+    from tunecraft.train.export import export_checkpoint
+
+    src = tmp_path / "src"
+    train(src, "train.steps=3", "train.ckpt_every=3")
+    exported = export_checkpoint(src, tmp_path / "exported")
+    source = load_file(str(exported / "model.safetensors"))
+    capsys.readouterr()
+    common = ["train.steps=1", "train.lr=1e-9", "train.warmup_steps=0", "train.ema_decay=0"]
+    same = tmp_path / "same"
+    train(same, f"train.init_from={exported}", *common)
+    assert "keep their fresh values" not in capsys.readouterr().err
+    warm = torch.load(next((same / "checkpoints").glob("step-*.pt")), weights_only=False)["model"]
+    assert all(torch.allclose(warm[k].float(), source[k].float(), atol=1e-6) for k in source)
+    # hidden 8 -> 12: the layers reading the hidden channels grow their inputs
+    wide = tmp_path / "wide"
+    train(wide, f"train.init_from={exported}", *common, "task.hidden=12")
+    assert "with new zero input channels" in capsys.readouterr().err
+    grown = torch.load(next((wide / "checkpoints").glob("step-*.pt")), weights_only=False)["model"]
+    keys = [k for k in source if grown[k].dim() >= 2 and grown[k].shape[0] == source[k].shape[0]
+            and grown[k].shape[1] == 12 and source[k].shape[1] == 8]
+    assert keys
+    for k in keys:
+        torch.testing.assert_close(grown[k][:, :8].float(), source[k].float(), atol=1e-6, rtol=0)
+        assert grown[k][:, 8:].abs().max() < 1e-6  # zero before the one step of lr 1e-9
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        train(tmp_path / "bad", "train.steps=1", f"train.init_from={tmp_path / 'broken'}")
+
+
 def test_bf16_autocast_on_cpu_learns_and_warns_only_without_native_bf16(tmp_path, monkeypatch, capsys):
     from tunecraft.train import trainer as trainer_mod
 

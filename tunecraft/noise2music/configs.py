@@ -214,6 +214,14 @@ class StageConfig(Config):
     # output position, stacked with x_t as aligned conditioning (unet.cond_channels = 2 x rates);
     # dropped with the text (CFG's null branch has none)
     beat_rates: list = field(default_factory=list)
+    # not in the paper (generators only; off by default): the stated key's standardised
+    # Krumhansl-Kessler pitch-class profile (tunecraft.modules.key), 12 channels constant over time,
+    # stacked with x_t after the beat clock; dropped with the text
+    key_profile: bool = False
+    # not in the paper (generators only; empty = off): [sin, cos] of the stated tonic's frequency in
+    # each of these octaves (A4 = 440 Hz), 2 channels per octave after the key profile; every
+    # frequency must lie below half the stage's position rate (waveform generators)
+    tonic_octaves: list = field(default_factory=list)
 
     #: whether this stage makes music from text alone (the generators), so may take a beat clock
     _generator: ClassVar[bool] = False
@@ -238,6 +246,17 @@ class StageConfig(Config):
         self.beat_rates = [float(r) for r in rates]
         if self.beat_rates and not self._generator:
             raise ConfigError(f"{type(self).__name__}: only the generators take a beat clock (beat_rates)")
+        if not isinstance(self.key_profile, bool):
+            raise ConfigError(f"key_profile must be true or false, got {self.key_profile!r}")
+        octaves = self.tonic_octaves
+        if not isinstance(octaves, (list, tuple)) or not all(
+                isinstance(o, int) and not isinstance(o, bool) and -1 <= o <= 9 for o in octaves) \
+                or len(set(octaves)) != len(octaves):
+            raise ConfigError(f"tonic_octaves must be a list of distinct octave numbers -1..9, got {octaves!r}")
+        self.tonic_octaves = list(octaves)
+        if (self.key_profile or self.tonic_octaves) and not self._generator:
+            raise ConfigError(f"{type(self).__name__}: only the generators take key conditioning "
+                              "(key_profile, tonic_octaves)")
         self._check()
 
     def _check(self) -> None:  # stage-specific validation
@@ -246,6 +265,12 @@ class StageConfig(Config):
     def _need(self, ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(f"{type(self).__name__}: {message}")
+
+    @property
+    def aligned_channels(self) -> int:
+        """Channels of the text-derived aligned conditioning (generators): beat clock, key profile,
+        tonic reference."""
+        return 2 * len(self.beat_rates) + (12 if self.key_profile else 0) + 2 * len(self.tonic_octaves)
 
     @property
     def uses_text(self) -> bool:
@@ -268,14 +293,23 @@ def _check_cascader(config: StageConfig, name: str, mono_note: str = "", no_text
     config._need(isinstance(config.residual, bool), f"residual must be true or false, got {config.residual!r}")
 
 
-def _check_generator(config: StageConfig) -> None:
-    """A generator reads text and takes no aligned conditioning besides its beat clock."""
+def _check_generator(config: StageConfig, positions_per_second: float) -> None:
+    """A generator reads text and takes no aligned conditioning besides what its prompt states (beat
+    clock, key profile, tonic reference), whose frequencies fit its position rate."""
     u = config.unet
     config._need(u.compressed_channels == 0, "a generator takes no compressed sequence")
-    config._need(u.cond_channels == 2 * len(config.beat_rates),
-                 f"a generator's only aligned conditioning is its beat clock: unet.cond_channels must be "
-                 f"2 x len(beat_rates) = {2 * len(config.beat_rates)}, got {u.cond_channels}")
+    config._need(u.cond_channels == config.aligned_channels,
+                 f"a generator's only aligned conditioning is what its prompt states: unet.cond_channels must be "
+                 f"2 x len(beat_rates) + 12 x key_profile + 2 x len(tonic_octaves) = {config.aligned_channels}, "
+                 f"got {u.cond_channels}")
     config._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
+    if config.tonic_octaves:
+        from ..modules.key import tonic_frequency
+
+        top = tonic_frequency(11, max(config.tonic_octaves))
+        config._need(top < positions_per_second / 2,
+                     f"tonic_octaves up to {max(config.tonic_octaves)} reach {top:.0f} Hz, above half the "
+                     f"{positions_per_second:g} positions per second")
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -307,8 +341,8 @@ class WaveformGeneratorConfig(StageConfig):
     def _check(self) -> None:
         u = self.unet
         self._need(u.in_channels == 1 and u.output_channels == 1, "the waveform is mono (in/out channels 1)")
-        _check_generator(self)
         self._need(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
+        _check_generator(self, float(self.sample_rate))
 
     @classmethod
     def paper(cls, **kw) -> "WaveformGeneratorConfig":
@@ -382,7 +416,7 @@ class SpectrogramGeneratorConfig(StageConfig):
         u = self.unet
         self._need(u.in_channels == self.mel.n_mels and u.output_channels == self.mel.n_mels,
                    f"in/out channels must equal mel.n_mels ({self.mel.n_mels})")
-        _check_generator(self)
+        _check_generator(self, self.mel.frame_rate)
         self._need(not self.spectral_loss_weight, "spectral_loss_weight is for waveform stages (this one makes log-mels)")
 
     @classmethod

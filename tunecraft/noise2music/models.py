@@ -51,6 +51,7 @@ from ..pretrained import (
     write_model_dir,
 )
 from ..modules.beat import beat_clock, beat_features
+from ..modules.key import key_profile, tonic_features
 from ..text import TextConditioner, TextStates
 from ..text.attributes import parse_facts
 from .augment import augment_condition, noise_corrupt
@@ -79,6 +80,10 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _PIECEWISE_MIN_STEPS = max(len(FRONT_HEAVY), len(BACK_HEAVY))
+
+
+def _floats(values: Sequence[float] | torch.Tensor) -> list[float]:
+    return [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
 
 
 def mel_frames(wav: torch.Tensor, mel: MelConfig) -> torch.Tensor:
@@ -397,13 +402,16 @@ class DiffusionStage(nn.Module):
 
 # ---------------------------------------------------------------------------------------- generators
 class _Generator(DiffusionStage):
-    """A text -> music stage, with the optional beat clock (``config.beat_rates``, not in the paper).
+    """A text -> music stage, with optional aligned conditioning drawn from what the prompt states
+    (not in the paper): the beat clock of its tempo (``config.beat_rates``;
+    :mod:`tunecraft.modules.beat`), its key's pitch-class profile (``config.key_profile``) and a
+    reference of its tonic's frequency (``config.tonic_octaves``; :mod:`tunecraft.modules.key`).
 
-    The clock of a prompt's tempo (:func:`~tunecraft.text.attributes.parse_facts`;
-    :mod:`tunecraft.modules.beat`) at every output position is the U-Net's aligned conditioning
-    ``cond [B, 2R, T]``: zero for a prompt without a tempo and for every row whose text is dropped
-    (the 10 % CFG dropout in training, the null branch of guided sampling), so the clock is part of
-    the text condition. ``forward`` with prompt strings and no ``cond`` makes the clock itself.
+    The facts come from :func:`~tunecraft.text.attributes.parse_facts`; their features at every
+    output position, stacked in that order, are the U-Net's aligned conditioning
+    ``cond [B, C, T]``: zero where a prompt does not state the fact and for every row whose text
+    is dropped (the 10 % CFG dropout in training, the null branch of guided sampling), so they are
+    part of the text condition. ``forward`` with prompt strings and no ``cond`` makes them itself.
     """
 
     @property
@@ -417,6 +425,11 @@ class _Generator(DiffusionStage):
     def has_beat_clock(self) -> bool:
         return bool(self.config.beat_rates)
 
+    @property
+    def has_prompt_aligned(self) -> bool:
+        """Whether the U-Net takes aligned conditioning drawn from the prompt (beat clock, key)."""
+        return self.config.aligned_channels > 0
+
     def beat_clock(self, texts: Sequence[str], length: int,
                    offsets: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor | None:
         """``[B, 2R, length]`` clock features of the tempo each prompt states (zero where none), for
@@ -427,32 +440,57 @@ class _Generator(DiffusionStage):
         rate = self.positions_per_second
         starts = None
         if offsets is not None:
-            starts = [float(o) * rate for o in (offsets.tolist() if isinstance(offsets, torch.Tensor) else offsets)]
+            starts = [float(o) * rate for o in _floats(offsets)]
         clock = beat_clock([parse_facts(t).bpm for t in texts], rate, starts)
         cycles = torch.tensor(self.config.beat_rates, dtype=torch.float64)
         feats = beat_features(clock, torch.arange(int(length), dtype=torch.float64), cycles)  # [B, T, 2R]
         return feats.transpose(1, 2).contiguous().to(self.device)
 
+    def prompt_aligned(self, texts: Sequence[str], length: int,
+                       offsets: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor | None:
+        """``[B, config.aligned_channels, length]``: the beat clock (:meth:`beat_clock`), then the
+        stated key's profile (12 channels, constant), then the tonic reference (2 per octave), for
+        outputs that start ``offsets[b]`` seconds into their piece; ``None`` when the stage has none."""
+        if not self.has_prompt_aligned:
+            return None
+        texts = list(texts)
+        parts = []
+        clock = self.beat_clock(texts, length, offsets)
+        if clock is not None:
+            parts.append(clock)
+        if self.config.key_profile or self.config.tonic_octaves:
+            facts = [parse_facts(t) for t in texts]
+            tonics = [f.tonic if f.mode is not None else None for f in facts]
+            if self.config.key_profile:
+                prof = key_profile(tonics, [f.mode for f in facts])
+                parts.append(prof.unsqueeze(-1).expand(-1, -1, int(length)).to(self.device))
+            if self.config.tonic_octaves:
+                starts = None if offsets is None else _floats(offsets)
+                parts.append(tonic_features(tonics, self.config.tonic_octaves, self.positions_per_second,
+                                            int(length), starts).to(self.device))
+        return torch.cat(parts, dim=1).contiguous()
+
     def _text_aligned(self, cond, text, x, drop_text):
-        if not self.has_beat_clock:
+        if not self.has_prompt_aligned:
             return cond
         if cond is None:
             if text is None or isinstance(text, TextStates):
-                raise InvalidInput(f"the {self.stage_name} has a beat clock: pass prompt strings, or cond=beat_clock(...)")
-            cond = self.beat_clock(list(text), x.shape[-1])
+                raise InvalidInput(f"the {self.stage_name} takes aligned conditioning from its prompt: pass prompt "
+                                   "strings, or cond=prompt_aligned(...)")
+            cond = self.prompt_aligned(list(text), x.shape[-1])
         if drop_text is not None:
             cond = cond * (~drop_text.to(cond.device).bool()).view(-1, 1, 1).to(cond.dtype)
         return cond
 
     def _training_aligned(self, batch, x0):
-        if not self.has_beat_clock:
+        if not self.has_prompt_aligned:
             return {}
-        return {"cond": self.beat_clock([str(t) for t in batch["text"]], x0.shape[-1], batch.get("offset"))}
+        return {"cond": self.prompt_aligned([str(t) for t in batch["text"]], x0.shape[-1], batch.get("offset"))}
 
     def _generate(self, texts: Sequence[str], shape: Sequence[int], sampling: dict) -> torch.Tensor:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise InvalidPrompt("texts must be a list of strings")
-        cond = self.beat_clock(list(texts), shape[-1])
+        cond = self.prompt_aligned(list(texts), shape[-1])
         if cond is not None:
             sampling = dict(sampling, cond=cond)
         return self.sample(shape, text=texts, **sampling)

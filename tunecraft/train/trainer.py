@@ -473,14 +473,34 @@ class Trainer:
             self._warn("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
     def _init_from(self, model: nn.Module, source: str) -> None:
-        """Copy the tensors of ``source``'s model (a checkpoint or run directory) whose names and
-        shapes match ``model``'s; report what was copied and what was not."""
+        """Copy the tensors of ``source``'s model (a checkpoint, a run directory, or an exported
+        model directory with ``model.safetensors``) whose names and shapes match ``model``'s;
+        report what was copied and what was not."""
         from .export import checkpoint_weights, load_run_state
 
-        path, state = load_run_state(source)  # the source's own task is not rebuilt: only its tensors count
-        weights = checkpoint_weights(state)
+        exported = Path(source).expanduser() / "model.safetensors"
+        if exported.is_file():
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+
+            try:
+                weights = load_file(str(exported))
+            except (SafetensorError, OSError, ValueError) as e:
+                raise CheckpointError(f"train.init_from: cannot read {exported}: {e}") from None
+            path, state = exported, {"task": "exported model"}
+        else:
+            path, state = load_run_state(source)  # the source's own task is not rebuilt: only its tensors count
+            weights = checkpoint_weights(state)
         own = model.state_dict()
         matched = {k: v for k, v in weights.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        # a convolution given more input channels (aligned conditioning appended after the old
+        # ones): the old channels keep their weights and the new ones start at zero, so the warm
+        # start computes what the source did until training teaches it the new inputs
+        grown = {k: v for k, v in weights.items() if k in own and k not in matched and _grown_inputs(own[k], v)}
+        for k, v in grown.items():
+            w = torch.zeros_like(own[k])
+            w[:, :v.shape[1]] = v.to(w.dtype)
+            matched[k] = w
         if not matched:
             raise CheckpointError(f"train.init_from: no tensor of {path} matches this model by name and shape")
         model.load_state_dict(matched, strict=False)
@@ -488,6 +508,8 @@ class Trainer:
         fresh = len(own) - len(matched)
         task = state.get("task")
         report = f"initialised {len(matched)} of {len(own)} tensors from {path} (task {task!r})"
+        if grown:
+            report += f"; {len(grown)} with new zero input channels ({', '.join(sorted(grown))})"
         if fresh:  # a partial warm start is worth a warning even in quiet runs
             self._warn(f"{report}; {fresh} keep their fresh values" + (
                 f", {len(reshaped)} of them differ in shape (e.g. {reshaped[0]})" if reshaped else ""))
@@ -607,3 +629,10 @@ def run_recipe(
     if out_dir is not None:
         recipe.train = recipe.train.replace(out_dir=str(out_dir))
     return Trainer(recipe, quiet=quiet).fit(resume=resume)
+
+
+def _grown_inputs(own: torch.Tensor, source: torch.Tensor) -> bool:
+    """Whether ``own`` is the convolution or linear weight ``source`` with more input channels
+    (dimension 1) and every other dimension equal."""
+    return (own.dim() == source.dim() >= 2 and own.shape[0] == source.shape[0]
+            and own.shape[1] > source.shape[1] and tuple(own.shape[2:]) == tuple(source.shape[2:]))
