@@ -1,5 +1,5 @@
-"""Noise2Music stage diagnostics: does each stage of the spectrogram path keep what the evaluation
-asks of a prompt (key, mode, tempo)? Separates the vocoder's loss from the generator's.
+"""Noise2Music stage diagnostics: does each stage of either path keep what the evaluation asks of a
+prompt (key, mode, tempo)? Separates the vocoder's or cascader's loss from the generator's.
 
     # the vocoder on real spectrograms, against Griffin-Lim; pure-tone artefacts
     python benchmarks/noise2music_stages.py --vocoder runs/n2m-vocoder --clips 12
@@ -25,11 +25,19 @@ text, and no CFG scale can make it follow one)::
 
     python benchmarks/noise2music_stages.py --text-gain runs/n2m-spec-generator --clips 16
 
-The SR cascader (``--sr STAGE``): ``--clips`` clips at 24 kHz, resampled to 16 kHz and brought
-back by the cascader, against the FFT-upsampled input: log-spectral distance over 8-12 kHz (what
-the cascader adds) and over the whole band (what it must not spoil), and the 8-12 kHz energy::
+An upsampling cascader (``--cascader STAGE``, alias ``--sr``): ``--clips`` clips at its rate
+(24 kHz for the SR cascader, 16 kHz for the waveform cascader, which also reads each clip's first
+caption), resampled to its low rate and brought back by the cascader, against the FFT-upsampled
+input: log-spectral distance over the band the cascader adds (8-12 kHz, 1.6-8 kHz) and over the
+whole band (what it must not spoil), the added band's energy, and key, mode and tempo kept::
 
-    python benchmarks/noise2music_stages.py --sr runs/n2m-sr-cascader --clips 8
+    python benchmarks/noise2music_stages.py --cascader runs/n2m-sr-cascader --clips 8
+    python benchmarks/noise2music_stages.py --cascader runs/n2m-wave-cascader --clips 8
+
+A waveform generator (``--generator``) is scored on its 3.2 kHz output resampled to 16 kHz, or
+lifted by a waveform cascader first (``--then STAGE``)::
+
+    python benchmarks/noise2music_stages.py --generator runs/n2m-wave-generator --then runs/n2m-wave-cascader
 
 The generator part reads a prompt set: ``python -m tunecraft.eval.prompt_set build --split valid
 --per-style 3 -o runs/eval-prompts-valid36.jsonl`` writes the validation one used in the README.
@@ -127,11 +135,11 @@ def text_gain(stage, corpus: Path, split: str, n: int, times=(0.2, 0.4, 0.6, 0.8
     return rows
 
 
-def kept(refs: list[dict], outs: list[torch.Tensor]) -> dict[str, float]:
-    """Fractions of outputs that keep their reference's key, mode and tempo (the evaluation's
-    criteria, :func:`attribute_hits`; ``refs`` are the references' :func:`estimate_attributes`). A
-    reference without onsets counts as tempo not kept."""
-    hits = [attribute_hits(estimate_attributes(out, SR), ref) for ref, out in zip(refs, outs)]
+def kept(refs: list[dict], outs: list[torch.Tensor], rate: int = SR) -> dict[str, float]:
+    """Fractions of outputs (at ``rate``) that keep their reference's key, mode and tempo (the
+    evaluation's criteria, :func:`attribute_hits`; ``refs`` are the references'
+    :func:`estimate_attributes`). A reference without onsets counts as tempo not kept."""
+    hits = [attribute_hits(estimate_attributes(out, rate), ref) for ref, out in zip(refs, outs)]
     n = len(hits)
     return {f"{a}_kept": sum(bool(h.get(f"{a}_acc")) for h in hits) / n for a in ("key", "mode", "tempo")}
 
@@ -164,28 +172,38 @@ def log_spectral_distance(x: torch.Tensor, ref: torch.Tensor, sr: int, band: tup
     return float((spec[0][keep] - spec[1][keep]).pow(2).mean(dim=0).sqrt().mean())
 
 
-def sr_check(sr_stage, corpus: Path, split: str, n: int, steps: int | None) -> dict:
-    """The SR cascader on real audio: each clip at 24 kHz, resampled to 16 kHz and back up by the
-    cascader, against the FFT-upsampled input (no content above 8 kHz): LSD over 8-12 kHz and over
-    the whole band, and the 8-12 kHz energy relative to the reference's."""
+def cascader_check(stage, corpus: Path, split: str, n: int, steps: int | None) -> dict:
+    """An upsampling cascader (SR or waveform) on real audio: each clip at the stage's rate,
+    resampled to its low rate and brought back up by the cascader (the waveform cascader with the
+    clip's first caption), against the FFT-upsampled input (nothing above low_rate / 2): LSD over
+    the band the cascader adds and over the whole band, the added band's energy relative to the
+    reference's, and whether the output keeps the reference's key, mode and tempo."""
     from tunecraft.audio import resample
 
-    rate, low_rate = sr_stage.sample_rate, sr_stage.low_sample_rate
-    rows = {"FFT-upsampled input": [], "SR cascader": []}
-    for i, (wav, _, _) in enumerate(split_clips(corpus, split, n, rate)):
+    rate, low_rate = stage.sample_rate, stage.low_sample_rate
+    rows = {"FFT-upsampled input": [], "cascader": []}
+    outs_all = {name: [] for name in rows}
+    refs = []
+    wavs, texts = captioned_clips(corpus, split, n, rate)
+    for i, (wav, text) in enumerate(zip(wavs, texts)):
         ref = wav[0]
+        refs.append(estimate_attributes(ref, rate))
         low = resample(wav, rate, low_rate)[None]
-        outs = {"FFT-upsampled input": sr_stage.upsample(low, ref.numel())[0, 0],
-                "SR cascader": sr_stage.generate(low, steps=steps, generator=torch.Generator().manual_seed(i))[0, 0]}
+        g = torch.Generator().manual_seed(i)
+        up = stage.generate(low, [text], steps=steps, generator=g) if stage.uses_text else \
+            stage.generate(low, steps=steps, generator=g)
+        outs = {"FFT-upsampled input": stage.upsample(low, ref.numel())[0, 0], "cascader": up[0, 0]}
         hi = torch.fft.rfftfreq(ref.numel(), 1 / rate) >= low_rate / 2
         ref_energy = torch.fft.rfft(ref).abs().pow(2)[hi].sum().clamp_min(1e-12)
         for name, out in outs.items():
             out = out[: ref.numel()]
+            outs_all[name].append(out)
             energy = float(torch.fft.rfft(out).abs().pow(2)[hi].sum() / ref_energy)
             rows[name].append((log_spectral_distance(out, ref, rate, (low_rate / 2, rate / 2)),
                                log_spectral_distance(out, ref, rate, (20.0, rate / 2)), energy))
     return {name: {"lsd_high_db": sum(r[0] for r in v) / len(v), "lsd_full_db": sum(r[1] for r in v) / len(v),
-                   "high_band_energy_ratio": sum(r[2] for r in v) / len(v)} for name, v in rows.items()}
+                   "high_band_energy_ratio": sum(r[2] for r in v) / len(v), **kept(refs, outs_all[name], rate)}
+            for name, v in rows.items()}
 
 
 def main(argv=None) -> int:
@@ -205,12 +223,16 @@ def main(argv=None) -> int:
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--text-gain", default=None, metavar="STAGE")
-    p.add_argument("--sr", default=None, metavar="STAGE", help="the SR cascader on real 24 kHz audio")
-    p.add_argument("--sr-steps", type=int, default=None, help="SR sampling steps (default: the stage's)")
+    p.add_argument("--sr", "--cascader", dest="cascader", default=None, metavar="STAGE",
+                   help="an upsampling cascader (SR: 24 kHz, waveform: 16 kHz) on real audio")
+    p.add_argument("--sr-steps", "--cascader-steps", dest="cascader_steps", type=int, default=None,
+                   help="cascader sampling steps (default: the stage's)")
+    p.add_argument("--then", default=None, metavar="STAGE",
+                   help="with a waveform --generator: lift its 3.2 kHz output through this waveform cascader before scoring")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.vocoder is None and args.generator is None and args.text_gain is None and args.sr is None:
-        p.error("give --vocoder, --generator, --text-gain and/or --sr")
+    if args.vocoder is None and args.generator is None and args.text_gain is None and args.cascader is None:
+        p.error("give --vocoder, --generator, --text-gain and/or --cascader")
     torch.set_num_threads(args.threads)
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
@@ -244,14 +266,28 @@ def main(argv=None) -> int:
             print()
             report["vocoder"] = {"rows": rows, "tones": tones}
         if args.generator is not None:
+            from tunecraft.audio import resample
+
             gen = stage_dir(args.generator, Path(tmp))
-            lm = logmel_of(gen.config.mel)
+            then = stage_dir(args.then, Path(tmp)) if args.then is not None else None
+            wave = gen.stage_name == "waveform_generator"
+            if then is not None and not wave:
+                p.error("--then follows a waveform generator")
             prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
             hits = {"key": 0, "tonic": 0, "mode": 0, "tempo": 0}
+            t0 = time.time()
             for i, row in enumerate(prompts):
-                mel = gen.generate([row["prompt"]], frames=int(10 * lm.frame_rate), steps=args.generator_steps, cfg_scale=args.cfg,
-                                   generator=torch.Generator().manual_seed(i))
-                audio = lm.invert(mel, n_iter=32, length=mel.shape[-1] * lm.hop_length)[0]
+                g = torch.Generator().manual_seed(i)
+                if wave:  # 3.2 kHz audio, scored at 16 kHz (resampled, or through the cascader)
+                    low = gen.generate([row["prompt"]], 10 * gen.sample_rate, steps=args.generator_steps,
+                                       cfg_scale=args.cfg, generator=g)
+                    audio = (then.generate(low, [row["prompt"]], generator=g) if then is not None
+                             else resample(low[0], gen.sample_rate, SR)[None])[0, 0]
+                else:  # log-mel inverted by Griffin-Lim
+                    lm = logmel_of(gen.config.mel)
+                    mel = gen.generate([row["prompt"]], frames=int(10 * lm.frame_rate), steps=args.generator_steps,
+                                       cfg_scale=args.cfg, generator=g)
+                    audio = lm.invert(mel, n_iter=32, length=mel.shape[-1] * lm.hop_length)[0]
                 found = clip_attributes(audio, SR, {k: row[k] for k in ("bpm", "key", "mode")})
                 tonic = found["estimates"]["key"].split()[0]
                 hits["key"] += found["hits"]["key_acc"]
@@ -260,8 +296,10 @@ def main(argv=None) -> int:
                 hits["tempo"] += found["hits"]["tempo_acc"]
             n = len(prompts)
             acc = {k: v / n for k, v in hits.items()}
-            print(f"### Spectrogram generator through Griffin-Lim ({n} prompts of {args.prompts}, "
-                  f"{args.generator_steps} steps, CFG {args.cfg:g})\n")
+            how = (f"through the waveform cascader {args.then}" if then is not None else "resampled to 16 kHz") if wave \
+                else "through Griffin-Lim"
+            print(f"### {gen.stage_name.replace('_', ' ').capitalize()} {how} ({n} prompts of {args.prompts}, "
+                  f"{args.generator_steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s)\n")
             print("| key exact | tonic | mode | tempo within 6% |\n|---|---|---|---|")
             print(f"| {acc['key']:.3f} | {acc['tonic']:.3f} | {acc['mode']:.3f} | {acc['tempo']:.3f} |\n")
             report["generator"] = acc
@@ -274,14 +312,18 @@ def main(argv=None) -> int:
                 print(f"| {r['t']:g} | {r['real']:.4f} | {r['other']:.4f} | {r['null']:.4f} | {r['gain']:.4f} |")
             print()
             report["text_gain"] = rows
-        if args.sr is not None:
-            rows = sr_check(stage_dir(args.sr, Path(tmp)).eval(), args.corpus, args.split, args.clips, args.sr_steps)
-            print(f"### SR cascader on {args.clips} {args.split}-split clips (24 kHz -> 16 kHz -> 24 kHz)\n")
-            print("| output | LSD 8-12 kHz (dB) | LSD whole band (dB) | 8-12 kHz energy / reference |\n|---|---|---|---|")
+        if args.cascader is not None:
+            stage = stage_dir(args.cascader, Path(tmp)).eval()
+            rows = cascader_check(stage, args.corpus, args.split, args.clips, args.cascader_steps)
+            print(f"### {stage.stage_name.replace('_', ' ').capitalize()} on {args.clips} {args.split}-split clips "
+                  f"({stage.sample_rate} Hz -> {stage.low_sample_rate} Hz -> {stage.sample_rate} Hz)\n")
+            print("| output | LSD added band (dB) | LSD whole band (dB) | added-band energy / reference "
+                  "| key kept | mode kept | tempo kept |\n|---|---|---|---|---|---|---|")
             for name, r in rows.items():
-                print(f"| {name} | {r['lsd_high_db']:.2f} | {r['lsd_full_db']:.2f} | {r['high_band_energy_ratio']:.3f} |")
+                print(f"| {name} | {r['lsd_high_db']:.2f} | {r['lsd_full_db']:.2f} | {r['high_band_energy_ratio']:.3f} "
+                      f"| {r['key_kept']:.3f} | {r['mode_kept']:.3f} | {r['tempo_kept']:.3f} |")
             print()
-            report["sr"] = rows
+            report["cascader"] = rows
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -923,24 +923,38 @@ def test_stage_benchmark_text_gain(stages, corpus, tmp_path, capsys):
     assert "| 0.95 |" in capsys.readouterr().out
 
 
-def test_stage_benchmark_sr_check(stages, corpus, tmp_path, capsys):
-    """benchmarks/noise2music_stages.py --sr: the SR cascader against the FFT-upsampled input on
-    real clips; the input has nothing above 8 kHz, so its high-band energy ratio is ~0."""
+def test_stage_benchmark_cascader_check(stages, corpus, tmp_path, capsys):
+    """benchmarks/noise2music_stages.py --cascader: an upsampling cascader (SR, or waveform with its
+    clip's caption) against the FFT-upsampled input on real clips; the input has nothing above its
+    low rate's Nyquist, so its added-band energy ratio is ~0."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "n2m_stages", Path(__file__).resolve().parent.parent / "benchmarks" / "noise2music_stages.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rows = bench.sr_check(stages["sr_cascader"], corpus, "train", 2, steps=2)
-    assert set(rows) == {"FFT-upsampled input", "SR cascader"}
-    assert rows["FFT-upsampled input"]["high_band_energy_ratio"] < 1e-3
-    assert rows["SR cascader"]["high_band_energy_ratio"] > rows["FFT-upsampled input"]["high_band_energy_ratio"]
-    assert all(math.isfinite(v) for r in rows.values() for v in r.values())
+    for name in ("sr_cascader", "waveform_cascader"):
+        rows = bench.cascader_check(stages[name], corpus, "train", 2, steps=2)
+        assert set(rows) == {"FFT-upsampled input", "cascader"}
+        assert rows["FFT-upsampled input"]["high_band_energy_ratio"] < 1e-3
+        assert rows["cascader"]["high_band_energy_ratio"] > rows["FFT-upsampled input"]["high_band_energy_ratio"]
+        assert all(math.isfinite(v) for r in rows.values() for v in r.values())
+        assert all(0.0 <= r[f"{a}_kept"] <= 1.0 for r in rows.values() for a in ("key", "mode", "tempo"))
     # identical signals are 0 dB apart
     x = torch.randn(24000, generator=torch.Generator().manual_seed(0))
     assert bench.log_spectral_distance(x, x, 24000, (8000.0, 12000.0)) == 0.0
     path = stages["sr_cascader"].save_pretrained(tmp_path / "sr")
     assert bench.main(["--sr", str(path), "--corpus", str(corpus), "--split", "train", "--clips", "1",
                        "--sr-steps", "2"]) == 0
-    assert "| SR cascader |" in capsys.readouterr().out
+    assert "| cascader |" in capsys.readouterr().out
+    # a waveform generator, scored resampled and through the waveform cascader
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a waltz in A minor, 90 bpm", "bpm": 90, "key": "A minor",
+                                   "mode": "minor"}) + "\n")
+    wg = stages["waveform_generator"].save_pretrained(tmp_path / "wg")
+    wc = stages["waveform_cascader"].save_pretrained(tmp_path / "wc")
+    for extra in ([], ["--then", str(wc)]):
+        assert bench.main(["--generator", str(wg), "--prompts", str(prompts), "--generator-steps", "2", *extra]) == 0
+        out = capsys.readouterr().out
+        assert "Waveform generator" in out and "| key exact |" in out
+        assert ("through the waveform cascader" in out) == bool(extra)
