@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The runs behind the shipped noise2music-tiny bundle (spectrogram path + SR cascader), with the
-# flags those runs used (README, Noise2Music section). Resumable: run it again after an
-# interruption; each stage goes on from its newest checkpoint and a finished stage returns at once.
-# About 2 h on 2 CPU cores (the three stages run side by side, one thread each).
+# The runs behind the shipped noise2music-tiny bundle (both paths + the SR cascader), with the flags
+# those runs used (README, Noise2Music section). Resumable: run it again after an interruption; each
+# stage goes on from its newest checkpoint and a finished stage returns at once.
+# About 4 h on 2 CPU cores, in two rounds of stages run side by side, one thread each:
+#   round 1 (~2 h): the spectrogram generator without key conditioning, the vocoder, the SR cascader;
+#   round 2 (~2 h): the spectrogram generator with the key profile, warm-started from round 1 (its
+#                   extra input channels start at zero: train.init_from), the waveform generator and
+#                   the waveform cascader.
 #
 #   scripts/train_noise2music_tiny.sh [RUNS_DIR [BUNDLE_DIR]]
 #
@@ -10,8 +14,10 @@
 # only shorten the schedules to what 2 cores train in a session. The vocoder runs a 4,000-step
 # schedule and ships its step 1,000 (it was stopped there: with its consistency projection the
 # vocoder keeps key, mode and tempo of real spectrograms on 12 of 12 clips from step 500 on).
-# The waveform path (n2m-wave-generator, n2m-wave-cascader) is not trained yet; see
-# scripts/train_noise2music.sh for all five stages at the recipes' full length.
+# Round 2 ran in fp32: this project's second machine has no native bf16, where autocast to bf16
+# is 2x slower than fp32 (round 1's machine had it). The waveform generator trains on 5 s crops
+# (its self-attention runs on any length; half the cost of full clips).
+# scripts/train_noise2music.sh trains all five stages at the recipes' full length instead.
 set -euo pipefail
 RUNS=${1:-runs}
 OUT=${2:-tunecraft/bundles/noise2music-tiny}
@@ -36,15 +42,29 @@ train() {  # train RECIPE OUT_DIR STOP_STEP FLAGS...: one stage, resumable, stop
     --set train.max_steps_this_run=$((stop - done_steps)) --set train.sample_every=100000 "$@" >> "$out.log" 2>&1
 }
 
-train n2m-spec-generator "$RUNS/n2m-spec-generator" 5000 --set train.steps=5000 --set train.warmup_steps=300 &
+# round 1
+train n2m-spec-generator "$RUNS/n2m-spec-generator" 5000 --set train.steps=5000 --set train.warmup_steps=300 \
+  --set task.model.key_profile=false --set task.model.unet.cond_channels=10 &
 train n2m-vocoder "$RUNS/n2m-vocoder" 1000 --set train.steps=4000 --set train.warmup_steps=200 --set train.keep_checkpoints=10 &
 train n2m-sr-cascader "$RUNS/n2m-sr-cascader" 2000 --set train.steps=2000 --set train.warmup_steps=200 &
 wait
+# round 2 (the shipped run warm-started from the exported fp16 copy of round 1's step 5,000, the
+# spectrogram_generator of tunecraft/bundles/noise2music-tiny at commit 9c4ceca)
+train n2m-spec-generator "$RUNS/n2m-spec-generator-key" 2500 --set train.steps=2500 --set train.warmup_steps=200 \
+  --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator" &
+train n2m-wave-generator "$RUNS/n2m-wave-generator" 3000 --set train.steps=3000 --set train.warmup_steps=300 \
+  --set data.crop_seconds=5.0 &
+train n2m-wave-cascader "$RUNS/n2m-wave-cascader" 3000 --set train.steps=3000 --set train.warmup_steps=300 &
+wait
 
-tunecraft export "$(printf '%s/n2m-spec-generator/checkpoints/step-%08d.pt' "$RUNS" 5000)" "$RUNS/export/spectrogram_generator"
-tunecraft export "$(printf '%s/n2m-vocoder/checkpoints/step-%08d.pt' "$RUNS" 1000)" "$RUNS/export/spectrogram_vocoder"
-tunecraft export "$(printf '%s/n2m-sr-cascader/checkpoints/step-%08d.pt' "$RUNS" 2000)" "$RUNS/export/sr_cascader"
+ckpt() { printf '%s/%s/checkpoints/step-%08d.pt' "$RUNS" "$1" "$2"; }
+tunecraft export "$(ckpt n2m-spec-generator-key 2500)" "$RUNS/export/spectrogram_generator"
+tunecraft export "$(ckpt n2m-vocoder 1000)" "$RUNS/export/spectrogram_vocoder"
+tunecraft export "$(ckpt n2m-sr-cascader 2000)" "$RUNS/export/sr_cascader"
+tunecraft export "$(ckpt n2m-wave-generator 3000)" "$RUNS/export/waveform_generator"
+tunecraft export "$(ckpt n2m-wave-cascader 3000)" "$RUNS/export/waveform_cascader"
 tunecraft assemble noise2music "$OUT" --stage spectrogram_generator="$RUNS/export/spectrogram_generator" \
   --stage spectrogram_vocoder="$RUNS/export/spectrogram_vocoder" --stage sr_cascader="$RUNS/export/sr_cascader" \
+  --stage waveform_generator="$RUNS/export/waveform_generator" --stage waveform_cascader="$RUNS/export/waveform_cascader" \
   --sampling sr_cascader.steps=8 --default-path spectrogram \
-  --description "Noise2Music spectrogram path (text -> log-mel -> 16 kHz -> 24 kHz), small CPU U-Nets trained on the procedural corpus"
+  --description "Noise2Music, both paths (text -> log-mel -> 16 kHz, text -> 3.2 kHz -> 16 kHz) and 16 -> 24 kHz SR, small CPU U-Nets trained on the procedural corpus"

@@ -55,14 +55,14 @@ def tiny_configs() -> dict:
         "waveform_generator": WaveformGeneratorConfig(  # with a beat clock and attribute tokens
             unet=UNet1DConfig(in_channels=1, cond_channels=4, text_dim=16, strides=[2, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[1, 2], **TINY),
-            beat_rates=[1.0, 2.0], text_attributes=["bpm", "tonic", "mode"],
+            beat_rates=[1.0, 2.0], text_attributes=["bpm", "tonic", "mode"], key_profile=False, tonic_octaves=[],
             sampling=StageSampling(steps=3, cfg_scale=3.0, step_schedule="front-heavy")),
         "waveform_cascader": WaveformCascaderConfig(
             unet=UNet1DConfig(in_channels=1, cond_channels=1, text_dim=16, strides=[2, 2, 2],
                               self_attention_levels=[], cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=2, step_schedule="front-heavy")),
         "spectrogram_generator": SpectrogramGeneratorConfig(  # without them (the paper's conditioning)
-            mel=TINY_MEL, beat_rates=[], text_attributes=[],
+            mel=TINY_MEL, beat_rates=[], text_attributes=[], key_profile=False,
             unet=UNet1DConfig(in_channels=16, text_dim=16, strides=[1, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=3, cfg_scale=2.0, step_schedule="back-heavy")),
@@ -301,10 +301,12 @@ def test_default_configs_hold_the_paper_structure():
     assert s.mel.n_mels == 80 and s.mel.frame_rate == 100
     # CPU generators use v-prediction (they read the prompt); paper() keeps the paper's objectives
     assert s.objective.parameterization == g.objective.parameterization == "v"
-    assert c.objective.parameterization == "eps"
-    # the CPU vocoder and SR cascader: v, residual (and the vocoder's Griffin-Lim options); the
-    # paper's vocoder has none of that
-    assert v.objective.parameterization == r.objective.parameterization == "v" and v.residual and r.residual
+    # the CPU vocoder and both cascaders: v, residual (and the vocoder's Griffin-Lim options); the
+    # paper's vocoder and waveform cascader have none of that
+    assert v.objective.parameterization == r.objective.parameterization == c.objective.parameterization == "v"
+    assert v.residual and r.residual and c.residual
+    pc = WaveformCascaderConfig.paper()
+    assert (pc.objective.parameterization, pc.residual) == ("eps", False)
     assert v.griffin_lim_iters > 0 and v.consistency_iters > 0 and v.unet.cond_channels == 1
     pv = SpectrogramVocoderConfig.paper()
     assert (pv.objective.parameterization, pv.residual, pv.griffin_lim_iters, pv.consistency_iters) == ("eps", False, 0, 0)
@@ -398,16 +400,18 @@ def test_training_loss_and_text_dropout(stages):
 
 def test_beat_clock_and_attribute_config_validation():
     u = dict(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[], cross_attention_levels=[2], **TINY)
-    ok = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=6, **u), beat_rates=[0.5, 1, 2], text_attributes=["mode"])
+    nokey = dict(key_profile=False, tonic_octaves=[])
+    ok = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=6, **u), beat_rates=[0.5, 1, 2], text_attributes=["mode"],
+                                 **nokey)
     assert ok.beat_rates == [0.5, 1.0, 2.0] and ok.text_attributes == ["mode"]
     assert WaveformGeneratorConfig.from_dict(ok.to_dict()) == ok
     with pytest.raises(ConfigError, match="cond_channels must be 2 x len"):
-        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[0.5, 1, 2])
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[0.5, 1, 2], **nokey)
     for bad in ([0.0], [-1.0], "1", [float("nan")], [True]):
         with pytest.raises(ConfigError, match="beat_rates"):
-            WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=bad)
+            WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=bad, **nokey)
     with pytest.raises(ConfigError, match="text_attributes"):
-        WaveformGeneratorConfig(unet=UNet1DConfig(**u), beat_rates=[], text_attributes=["genre"])
+        WaveformGeneratorConfig(unet=UNet1DConfig(**u), beat_rates=[], text_attributes=["genre"], **nokey)
     with pytest.raises(ConfigError, match="only the generators"):
         SRCascaderConfig(beat_rates=[1.0])
     with pytest.raises(ConfigError, match="text-conditioned"):
@@ -415,7 +419,7 @@ def test_beat_clock_and_attribute_config_validation():
     # the CPU defaults have both, the paper's configs neither
     for cls in (WaveformGeneratorConfig, SpectrogramGeneratorConfig):
         assert cls().beat_rates and cls().text_attributes == ["bpm", "tonic", "mode"]
-        assert cls().unet.cond_channels == 2 * len(cls().beat_rates)
+        assert cls().unet.cond_channels == cls().aligned_channels
         paper = cls.paper()
         assert paper.beat_rates == [] and paper.text_attributes == [] and paper.unet.cond_channels == 0
 
@@ -479,16 +483,20 @@ def test_generator_key_conditioning_config_and_channels():
         with pytest.raises(ConfigError, match="tonic_octaves"):
             WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), tonic_octaves=bad)
     with pytest.raises(ConfigError, match="above half"):  # B7 = 3951 Hz does not fit 3.2 kHz
-        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[], tonic_octaves=[7])
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[], key_profile=False, tonic_octaves=[7])
     with pytest.raises(ConfigError, match="above half"):  # a 100 frames/s spectrogram holds no tonic
         SpectrogramGeneratorConfig(mel=TINY_MEL, unet=UNet1DConfig(
             in_channels=16, cond_channels=2, text_dim=16, strides=[1, 2, 2], self_attention_levels=[],
-            cross_attention_levels=[2], **TINY), beat_rates=[], tonic_octaves=[2])
+            cross_attention_levels=[2], **TINY), beat_rates=[], key_profile=False, tonic_octaves=[2])
     with pytest.raises(ConfigError, match="key_profile must be"):
         WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=12, **u), beat_rates=[], key_profile=1)
     with pytest.raises(ConfigError, match="only the generators"):
         SRCascaderConfig(key_profile=True)
-    assert WaveformGeneratorConfig().key_profile is False and WaveformGeneratorConfig.paper().tonic_octaves == []
+    # the CPU defaults have the profile (and the waveform generator the tonic), the paper's configs neither
+    assert WaveformGeneratorConfig().key_profile and WaveformGeneratorConfig().tonic_octaves == [2, 3, 4]
+    assert SpectrogramGeneratorConfig().key_profile and SpectrogramGeneratorConfig().tonic_octaves == []
+    for paper in (WaveformGeneratorConfig.paper(), SpectrogramGeneratorConfig.paper()):
+        assert not paper.key_profile and paper.tonic_octaves == [] and paper.aligned_channels == 0
 
     gen = perturb(WaveformGenerator(cfg), seed=5).eval()
     texts = ["a march in A minor, 120 bpm", "a waltz in D major", "no key, 90 bpm"]

@@ -19,6 +19,11 @@ diffusion model; :class:`StageConfig` holds what they share:
   (:mod:`tunecraft.text.attributes`), and the beat clock of its tempo (:mod:`tunecraft.modules.beat`)
   stacked with ``x_t``. Both go with the text, so CFG's null branch has neither. Why: MusicGen's
   small LM kept no tempo until it had a beat clock (README); the generators face the same problem.
+* ``key_profile`` / ``tonic_octaves`` - not in the paper, on in the generators' CPU defaults
+  (``tonic_octaves`` in the waveform generator's only): the stated key's pitch-class profile (12 channels) and, for the waveform
+  generator, the tonic's frequency in a few octaves (:mod:`tunecraft.modules.key`), stacked with
+  ``x_t`` after the beat clock and dropped with the text likewise. Why: with the tempo's clock and
+  a tonic token alone, the spectrogram generator followed the tempo and not the key (README).
 
 The stage-specific configs add their signals:
 
@@ -178,6 +183,8 @@ def _sampling(steps: int, cfg_scale: float, schedule: str) -> StageSampling:
 
 #: the generators' CPU-default beat clock: cycles per beat (one per 4 beats up to four per beat)
 CPU_BEAT_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+# octaves of the waveform generator's tonic reference (C2-B4, 65-494 Hz: below 3.2 kHz's Nyquist)
+CPU_TONIC_OCTAVES = (2, 3, 4)
 
 # CPU-sized U-Nets (see each config's docstring for the comparison with Table 8).
 _CPU_COMMON = dict(kernel_size=5, num_heads=4, norm_groups=8, embed_dim=128)
@@ -323,16 +330,20 @@ class WaveformGeneratorConfig(StageConfig):
     Sampling: front-heavy and CFG 10 as in the paper, but 50 steps instead of 1000. Objective:
     v-prediction instead of epsilon (module docstring). Not in the paper: the prompt's tempo, tonic
     and mode as extra cross-attention tokens and the tempo's beat clock stacked with ``x_t``
-    (``text_attributes``, ``beat_rates``; :meth:`paper` has neither).
+    (``text_attributes``, ``beat_rates``; :meth:`paper` has neither); the key's profile and the
+    tonic's frequency in octaves 2-4 stacked likewise (``key_profile``, ``tonic_octaves``).
     """
 
     sample_rate: int = 3200
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=1, cond_channels=2 * len(CPU_BEAT_RATES), text_dim=256, channels=[32, 64, 128, 192],
+        in_channels=1, cond_channels=2 * len(CPU_BEAT_RATES) + 12 + 2 * len(CPU_TONIC_OCTAVES), text_dim=256,
+        channels=[32, 64, 128, 192],
         strides=[4, 4, 4, 4], blocks=[1, 1, 2, 2], stem_channels=16, self_attention_levels=[2, 3],
         cross_attention_levels=[2, 3]))
     text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
     beat_rates: list = field(default_factory=lambda: list(CPU_BEAT_RATES))
+    key_profile: bool = True
+    tonic_octaves: list = field(default_factory=lambda: list(CPU_TONIC_OCTAVES))
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 10.0, "front-heavy"))
 
@@ -351,6 +362,8 @@ class WaveformGeneratorConfig(StageConfig):
         kw.setdefault("objective", DiffusionObjectiveConfig())
         kw.setdefault("text_attributes", [])
         kw.setdefault("beat_rates", [])
+        kw.setdefault("key_profile", False)
+        kw.setdefault("tonic_octaves", [])
         return cls(unet=unet, sampling=_sampling(1000, 10.0, "front-heavy"), **kw)
 
 
@@ -362,6 +375,9 @@ class WaveformCascaderConfig(StageConfig):
     stem); 5 residual blocks; kernel 5; no self-attention (fully convolutional, trained on 3.2 s
     crops as in the paper), cross-attention to the text at the bottom level only.
     Sampling: 20 front-heavy steps without guidance (``cfg_scale`` 1 halves the cost).
+    Not in the paper (CPU default; :meth:`paper` has neither): ``residual`` (the model makes what
+    the upsampled input lacks, the 1.6-8 kHz band, instead of re-creating all of it) and
+    v-prediction, as the SR cascader.
     """
 
     sample_rate: int = 16000
@@ -369,22 +385,26 @@ class WaveformCascaderConfig(StageConfig):
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
         in_channels=1, cond_channels=1, text_dim=256, channels=[16, 32, 64, 128], strides=[4, 4, 4, 4],
         blocks=[1, 1, 1, 2], stem_channels=8, self_attention_levels=[], cross_attention_levels=[3]))
+    objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(20, 1.0, "front-heavy"))
     augment: ConditionAugmentConfig = field(default_factory=ConditionAugmentConfig.cascader)
     #: diffusion time of the noise put on the conditioning at inference (0 = clean)
     inference_cond_t: float = 0.0
     #: not in the paper: model the difference from the upsampled input, and add it back (see
     #: SpectrogramVocoderConfig.residual)
-    residual: bool = False
+    residual: bool = True
 
     def _check(self) -> None:
         _check_cascader(self, "the cascader", mono_note=" (the upsampled low-fi audio)")
 
     @classmethod
     def paper(cls, **kw) -> "WaveformCascaderConfig":
-        """Table 8 U-Net with cross-attention in the last 3 levels, front-heavy steps."""
+        """Table 8 U-Net with cross-attention in the last 3 levels, front-heavy steps, the epsilon
+        objective, not residual."""
         unet = UNet1DConfig.noise2music(in_channels=1, cond_channels=1, text_dim=kw.pop("text_dim", 256),
                                         self_attention_levels=[])
+        kw.setdefault("objective", DiffusionObjectiveConfig())
+        kw.setdefault("residual", False)
         return cls(unet=unet, sampling=_sampling(1000, 1.0, "front-heavy"), **kw)
 
 
@@ -397,16 +417,18 @@ class SpectrogramGeneratorConfig(StageConfig):
     instead of 21; kernel 5; self-attention in the last 2 levels, cross-attention in the last 3.
     Sampling: back-heavy and CFG 5 as in the paper, 50 steps instead of 1000. Objective:
     v-prediction instead of the paper's sigma-weighted epsilon loss (module docstring). Not in the
-    paper: attribute tokens and a beat clock, as :class:`WaveformGeneratorConfig`.
+    paper: attribute tokens and a beat clock, as :class:`WaveformGeneratorConfig`; the key's
+    profile (``key_profile``).
     """
 
     mel: MelConfig = field(default_factory=MelConfig)
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=80, cond_channels=2 * len(CPU_BEAT_RATES), text_dim=256, channels=[128, 128, 192, 256],
+        in_channels=80, cond_channels=2 * len(CPU_BEAT_RATES) + 12, text_dim=256, channels=[128, 128, 192, 256],
         strides=[2, 2, 2, 2], blocks=[1, 1, 2, 2], stem_channels=128, self_attention_levels=[2, 3],
         cross_attention_levels=[1, 2, 3]))
     text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
     beat_rates: list = field(default_factory=lambda: list(CPU_BEAT_RATES))
+    key_profile: bool = True
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
 
@@ -427,6 +449,7 @@ class SpectrogramGeneratorConfig(StageConfig):
         kw.setdefault("objective", DiffusionObjectiveConfig(weighting="sigma"))
         kw.setdefault("text_attributes", [])
         kw.setdefault("beat_rates", [])
+        kw.setdefault("key_profile", False)
         return cls(unet=unet, sampling=_sampling(1000, 5.0, "back-heavy"), **kw)
 
 
