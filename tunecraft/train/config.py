@@ -52,8 +52,10 @@ class TrainConfig(Config):
     out_dir: str = ""  # empty: runs/<recipe name>
     max_steps_this_run: int = 0  # stop (with a checkpoint) after this many steps in this invocation; 0: no limit
     compile: bool = False
-    # warm start of a fresh run: a training checkpoint or run directory whose model tensors of the
-    # same name and shape are copied in (EMA weights when it kept them); ignored when resuming
+    # warm start of a fresh run: a training checkpoint, run directory or exported model directory
+    # (model.safetensors) whose model tensors of the same name and shape are copied in (EMA weights
+    # when it kept them; a weight with more input channels keeps the source's and starts the rest at
+    # zero); ignored when resuming
     init_from: str = ""
     debug_dump_rank_weights: bool = False  # every rank writes its final weights to out_dir/debug/
 
