@@ -612,6 +612,27 @@ def test_bundle_generates_both_paths_at_24khz(bundle, tmp_path):
     assert sf.info(keep / names[0]).samplerate == 3200 and sf.info(keep / names[0]).frames == 800
 
 
+def test_shipped_noise2music_tiny_generates_both_paths_offline(tmp_path):
+    """The shipped bundle: both paths, the generators with the prompt's beat clock and key signals,
+    24 kHz audio from the CLI (short clips and few steps to keep the suite fast)."""
+    from tunecraft.systems import list_systems
+
+    info = {s.name: s for s in list_systems()}["noise2music-tiny"]
+    assert info.system == "noise2music"
+    n2m = load_system("noise2music-tiny")
+    assert set(n2m.paths) == set(PATHS) and n2m.default_path == "spectrogram" and n2m.sample_rate == 24000
+    gens = {name: n2m.stages[name] for name in ("waveform_generator", "spectrogram_generator")}
+    assert all(g.config.beat_rates and g.config.key_profile for g in gens.values())
+    assert gens["waveform_generator"].config.tonic_octaves == [2, 3, 4]
+    for path in PATHS:
+        out = tmp_path / f"{path}.wav"
+        assert main(["generate", "a gentle folk song in E minor with acoustic guitar, 96 bpm", "--system",
+                     "noise2music-tiny", "--path", path, "--duration", "1", "--steps", "4", "--seed", "0",
+                     "-o", str(out), "-q"]) == 0
+        data, sr = sf.read(out)
+        assert sr == 24000 and data.shape[0] == 24000 and np.isfinite(data).all() and np.abs(data).max() > 1e-3
+
+
 def test_same_seed_is_bit_identical_and_overrides_apply(bundle):
     n2m = Noise2Music.from_pretrained(bundle)
     for path in PATHS:
