@@ -19,10 +19,10 @@ diffusion model; :class:`StageConfig` holds what they share:
   (:mod:`tunecraft.text.attributes`), and the beat clock of its tempo (:mod:`tunecraft.modules.beat`)
   stacked with ``x_t``. Both go with the text, so CFG's null branch has neither. Why: MusicGen's
   small LM kept no tempo until it had a beat clock (README); the generators face the same problem.
-* ``key_profile`` / ``tonic_octaves`` - not in the paper, on in the generators' CPU defaults
-  (``tonic_octaves`` in the waveform generator's only): the stated key's pitch-class profile (12 channels) and, for the waveform
-  generator, the tonic's frequency in a few octaves (:mod:`tunecraft.modules.key`), stacked with
-  ``x_t`` after the beat clock and dropped with the text likewise. Why: with the tempo's clock and
+* ``key_profile`` / ``tonic_octaves`` - not in the paper, on in the generators' CPU defaults: the
+  stated key's pitch-class profile (12 channels) and, in the waveform generator's only, the tonic's
+  frequency in a few octaves (:mod:`tunecraft.modules.key`), stacked with ``x_t`` after the beat
+  clock and dropped with the text likewise. Why: with the tempo's clock and
   a tonic token alone, the spectrogram generator followed the tempo and not the key (README).
 
 The stage-specific configs add their signals:
@@ -221,13 +221,14 @@ class StageConfig(Config):
     # output position, stacked with x_t as aligned conditioning (unet.cond_channels = 2 x rates);
     # dropped with the text (CFG's null branch has none)
     beat_rates: list = field(default_factory=list)
-    # not in the paper (generators only; off by default): the stated key's standardised
-    # Krumhansl-Kessler pitch-class profile (tunecraft.modules.key), 12 channels constant over time,
-    # stacked with x_t after the beat clock; dropped with the text
+    # not in the paper (generators only; off here, on in both generators' CPU defaults): the stated
+    # key's standardised Krumhansl-Kessler pitch-class profile (tunecraft.modules.key), 12 channels
+    # constant over time, stacked with x_t after the beat clock; dropped with the text
     key_profile: bool = False
-    # not in the paper (generators only; empty = off): [sin, cos] of the stated tonic's frequency in
-    # each of these octaves (A4 = 440 Hz), 2 channels per octave after the key profile; every
-    # frequency must lie below half the stage's position rate (waveform generators)
+    # not in the paper (generators only; empty = off; octaves 2-4 in the waveform generator's CPU
+    # default): [sin, cos] of the stated tonic's frequency in each of these octaves (A4 = 440 Hz), 2
+    # channels per octave after the key profile; every frequency must lie below half the stage's
+    # position rate (waveform generators)
     tonic_octaves: list = field(default_factory=list)
 
     #: whether this stage makes music from text alone (the generators), so may take a beat clock

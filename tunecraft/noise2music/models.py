@@ -460,7 +460,7 @@ class _Generator(DiffusionStage):
             parts.append(clock)
         if self.config.key_profile or self.config.tonic_octaves:
             facts = [parse_facts(t) for t in texts]
-            tonics = [f.tonic if f.mode is not None else None for f in facts]
+            tonics = [f.tonic for f in facts]  # parse_facts reads a tonic only with its mode
             if self.config.key_profile:
                 prof = key_profile(tonics, [f.mode for f in facts])
                 parts.append(prof.unsqueeze(-1).expand(-1, -1, int(length)).to(self.device))
