@@ -273,6 +273,7 @@ def main(argv=None) -> int:
             wave = gen.stage_name == "waveform_generator"
             if then is not None and not wave:
                 p.error("--then follows a waveform generator")
+            lm = None if wave else logmel_of(gen.config.mel)
             prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
             hits = {"key": 0, "tonic": 0, "mode": 0, "tempo": 0}
             t0 = time.time()
@@ -284,7 +285,6 @@ def main(argv=None) -> int:
                     audio = (then.generate(low, [row["prompt"]], generator=g) if then is not None
                              else resample(low[0], gen.sample_rate, SR)[None])[0, 0]
                 else:  # log-mel inverted by Griffin-Lim
-                    lm = logmel_of(gen.config.mel)
                     mel = gen.generate([row["prompt"]], frames=int(10 * lm.frame_rate), steps=args.generator_steps,
                                        cfg_scale=args.cfg, generator=g)
                     audio = lm.invert(mel, n_iter=32, length=mel.shape[-1] * lm.hop_length)[0]

@@ -38,19 +38,22 @@ def _standard(profile: Sequence[float]) -> torch.Tensor:
     return (p - p.mean()) / p.std(unbiased=False)
 
 
+#: the standardised profiles by mode
+_TABLES = {"major": _standard(KK_MAJOR), "minor": _standard(KK_MINOR)}
+
+
 def key_profile(tonics: Sequence[Optional[int]], modes: Sequence[Optional[str]]) -> torch.Tensor:
     """``[B, 12]`` float32 profiles (pitch class 0 = C) of the keys ``tonics[b]`` (0-11)
     ``modes[b]`` (``"major"`` / ``"minor"``); a row of zeros where either is ``None``."""
     if len(tonics) != len(modes):
         raise InvalidInput(f"key_profile: {len(tonics)} tonics but {len(modes)} modes")
-    tables = {"major": _standard(KK_MAJOR), "minor": _standard(KK_MINOR)}
     out = torch.zeros(len(tonics), 12, dtype=torch.float64)
     for b, (tonic, mode) in enumerate(zip(tonics, modes)):
         if tonic is None or mode is None:
             continue
-        if mode not in tables or isinstance(tonic, bool) or int(tonic) != tonic or not 0 <= tonic < 12:
+        if mode not in _TABLES or isinstance(tonic, bool) or int(tonic) != tonic or not 0 <= tonic < 12:
             raise InvalidInput(f"a key is a tonic 0-11 and 'major' or 'minor', got {tonic!r} {mode!r}")
-        out[b] = torch.roll(tables[mode], int(tonic))  # out[pc] = table[(pc - tonic) % 12]
+        out[b] = torch.roll(_TABLES[mode], int(tonic))  # out[pc] = table[(pc - tonic) % 12]
     return out.float()
 
 

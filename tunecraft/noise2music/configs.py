@@ -52,6 +52,7 @@ from typing import ClassVar
 from ..config import Config
 from ..diffusion import DiffusionObjectiveConfig, NoiseScheduleConfig, UNet1DConfig
 from ..errors import ConfigError
+from ..modules.key import tonic_frequency
 from ..text.attributes import ATTRIBUTES, check_attributes
 
 __all__ = [
@@ -312,8 +313,6 @@ def _check_generator(config: StageConfig, positions_per_second: float) -> None:
                  f"got {u.cond_channels}")
     config._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
     if config.tonic_octaves:
-        from ..modules.key import tonic_frequency
-
         top = tonic_frequency(11, max(config.tonic_octaves))
         config._need(top < positions_per_second / 2,
                      f"tonic_octaves up to {max(config.tonic_octaves)} reach {top:.0f} Hz, above half the "

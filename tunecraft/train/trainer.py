@@ -478,16 +478,15 @@ class Trainer:
         report what was copied and what was not."""
         from .export import checkpoint_weights, load_run_state
 
-        exported = Path(source).expanduser() / "model.safetensors"
-        if exported.is_file():
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
+        from ..pretrained import WEIGHTS_NAME, read_weights
 
+        exported = Path(source).expanduser()
+        if (exported / WEIGHTS_NAME).is_file():
             try:
-                weights = load_file(str(exported))
-            except (SafetensorError, OSError, ValueError) as e:
-                raise CheckpointError(f"train.init_from: cannot read {exported}: {e}") from None
-            path, state = exported, {"task": "exported model"}
+                weights = read_weights(exported)
+            except CheckpointError as e:
+                raise CheckpointError(f"train.init_from: {e}") from None
+            path, state = exported / WEIGHTS_NAME, {"task": "exported model"}
         else:
             path, state = load_run_state(source)  # the source's own task is not rebuilt: only its tensors count
             weights = checkpoint_weights(state)
