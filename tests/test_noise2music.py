@@ -56,7 +56,7 @@ def tiny_configs() -> dict:
             unet=UNet1DConfig(in_channels=1, cond_channels=4, text_dim=16, strides=[2, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[1, 2], **TINY),
             beat_rates=[1.0, 2.0], text_attributes=["bpm", "tonic", "mode"], key_profile=False, tonic_octaves=[],
-            sampling=StageSampling(steps=3, cfg_scale=3.0, step_schedule="front-heavy")),
+            triad_octaves=[], sampling=StageSampling(steps=3, cfg_scale=3.0, step_schedule="front-heavy")),
         "waveform_cascader": WaveformCascaderConfig(
             unet=UNet1DConfig(in_channels=1, cond_channels=1, text_dim=16, strides=[2, 2, 2],
                               self_attention_levels=[], cross_attention_levels=[2], **TINY),
@@ -400,7 +400,7 @@ def test_training_loss_and_text_dropout(stages):
 
 def test_beat_clock_and_attribute_config_validation():
     u = dict(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[], cross_attention_levels=[2], **TINY)
-    nokey = dict(key_profile=False, tonic_octaves=[])
+    nokey = dict(key_profile=False, tonic_octaves=[], triad_octaves=[])
     ok = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=6, **u), beat_rates=[0.5, 1, 2], text_attributes=["mode"],
                                  **nokey)
     assert ok.beat_rates == [0.5, 1.0, 2.0] and ok.text_attributes == ["mode"]
@@ -447,7 +447,7 @@ def test_beat_clock_values_offsets_and_prompts(stages):
 
 
 def test_key_profile_and_tonic_reference():
-    from tunecraft.modules.key import KK_MAJOR, KK_MINOR, key_profile, tonic_features, tonic_frequency
+    from tunecraft.modules.key import KK_MAJOR, KK_MINOR, key_profile, tonic_features, tonic_frequency, triad_features
 
     prof = key_profile([0, 9, 4, None, 2], ["major", "minor", "minor", "major", None])
     assert prof.shape == (5, 12) and prof.dtype == torch.float32
@@ -469,21 +469,47 @@ def test_key_profile_and_tonic_reference():
         phase = 2 * math.pi * f * (0.5 + n / 3200)
         torch.testing.assert_close(feats[0, i], torch.sin(phase).float(), atol=1e-4, rtol=0)
         torch.testing.assert_close(feats[0, 2 + i], torch.cos(phase).float(), atol=1e-4, rtol=0)
+    # the triad reference: the third by the mode, then the fifth, above the tonic of each octave
+    tri = triad_features([0, 9, 11, None, 4], ["major", "minor", "major", "minor", None], [3, 4], 3200.0, 800)
+    assert tri.shape == (5, 8, 800) and torch.count_nonzero(tri[3:]) == 0
+    for row, (third, fifth) in enumerate([((4, 3), (7, 3)), ((12, 3), (16, 3)), ((15, 3), (18, 3))]):
+        # C major: E3, G3 / A minor: C4, E4 / B major: D#4, F#4 (octave 3, then one octave up)
+        for j, (pc, octave) in enumerate((third, fifth)):
+            for k in range(2):
+                f = tonic_frequency(pc, octave + k)
+                phase = 2 * math.pi * f * n / 3200
+                torch.testing.assert_close(tri[row, 4 * j + k], torch.sin(phase).float(), atol=1e-4, rtol=0)
+                torch.testing.assert_close(tri[row, 4 * j + 2 + k], torch.cos(phase).float(), atol=1e-4, rtol=0)
+    assert tonic_frequency(12, 3) == pytest.approx(tonic_frequency(0, 4))  # above B comes the next octave's C
+    # C major and C minor differ in the third only; C major and A minor share E and differ in G / A
+    cmaj, cmin = triad_features([0, 0], ["major", "minor"], [4], 3200.0, 800)
+    assert not torch.allclose(cmaj[:2], cmin[:2]) and torch.equal(cmaj[2:], cmin[2:])
+    with pytest.raises(InvalidInput, match="a key is"):
+        triad_features([3], ["dorian"], [4], 3200.0, 8)
 
 
 def test_generator_key_conditioning_config_and_channels():
     u = dict(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[], cross_attention_levels=[2], **TINY)
-    cfg = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4 + 12 + 4, **u), beat_rates=[1.0, 2.0],
-                                  key_profile=True, tonic_octaves=[3, 4], sampling=StageSampling(steps=2))
-    assert cfg.aligned_channels == 20 and WaveformGeneratorConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="= 20, got 4"):
+    cfg = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4 + 12 + 4 + 4, **u), beat_rates=[1.0, 2.0],
+                                  key_profile=True, tonic_octaves=[3, 4], triad_octaves=[4],
+                                  sampling=StageSampling(steps=2))
+    assert cfg.aligned_channels == 24 and WaveformGeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="= 24, got 4"):
         WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4, **u), beat_rates=[1.0, 2.0],
-                                key_profile=True, tonic_octaves=[3, 4])
-    for bad in ([3, 3], [3.5], "3", [True], [12]):
-        with pytest.raises(ConfigError, match="tonic_octaves"):
-            WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), tonic_octaves=bad)
-    with pytest.raises(ConfigError, match="above half"):  # B7 = 3951 Hz does not fit 3.2 kHz
-        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[], key_profile=False, tonic_octaves=[7])
+                                key_profile=True, tonic_octaves=[3, 4], triad_octaves=[4])
+    for name in ("tonic_octaves", "triad_octaves"):
+        for bad in ([3, 3], [3.5], "3", [True], [12]):
+            with pytest.raises(ConfigError, match=name):
+                WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), **{name: bad})
+    with pytest.raises(ConfigError, match="tonic_octaves up to 7 reach 3951 Hz, above half"):  # B7 does not fit 3.2 kHz
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[], key_profile=False,
+                                tonic_octaves=[7], triad_octaves=[])
+    # the triad reaches a fifth above B: octave 5 (F#6 = 1480 Hz) fits 3.2 kHz, octave 6 (2960 Hz) does not
+    WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4, **u), beat_rates=[], key_profile=False,
+                            tonic_octaves=[], triad_octaves=[5])
+    with pytest.raises(ConfigError, match="triad_octaves up to 6 reach 2960 Hz, above half"):
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4, **u), beat_rates=[], key_profile=False,
+                                tonic_octaves=[], triad_octaves=[6])
     with pytest.raises(ConfigError, match="above half"):  # a 100 frames/s spectrogram holds no tonic
         SpectrogramGeneratorConfig(mel=TINY_MEL, unet=UNet1DConfig(
             in_channels=16, cond_channels=2, text_dim=16, strides=[1, 2, 2], self_attention_levels=[],
@@ -492,22 +518,45 @@ def test_generator_key_conditioning_config_and_channels():
         WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=12, **u), beat_rates=[], key_profile=1)
     with pytest.raises(ConfigError, match="only the generators"):
         SRCascaderConfig(key_profile=True)
+    with pytest.raises(ConfigError, match="only the generators"):
+        WaveformCascaderConfig(triad_octaves=[3])
     # the CPU defaults have the profile (and the waveform generator the tonic), the paper's configs neither
     assert WaveformGeneratorConfig().key_profile and WaveformGeneratorConfig().tonic_octaves == [2, 3, 4]
+    assert WaveformGeneratorConfig().triad_octaves == [3, 4]
     assert SpectrogramGeneratorConfig().key_profile and SpectrogramGeneratorConfig().tonic_octaves == []
+    assert SpectrogramGeneratorConfig().triad_octaves == []
     for paper in (WaveformGeneratorConfig.paper(), SpectrogramGeneratorConfig.paper()):
-        assert not paper.key_profile and paper.tonic_octaves == [] and paper.aligned_channels == 0
+        assert not paper.key_profile and paper.tonic_octaves == paper.triad_octaves == [] and paper.aligned_channels == 0
+
+    # a config stored before an option existed loads with that option off when its U-Net has no room for it
+    for cls in (WaveformGeneratorConfig, SpectrogramGeneratorConfig):
+        stored = cls().to_dict()
+        for name in ("key_profile", "tonic_octaves", "triad_octaves"):
+            stored.pop(name)
+        stored["unet"]["cond_channels"] = 10  # the beat clock only (session 10's generators)
+        old = cls.from_dict(stored)
+        assert not old.key_profile and old.tonic_octaves == old.triad_octaves == [] and old.aligned_channels == 10
+    stored = WaveformGeneratorConfig().to_dict()
+    stored.pop("triad_octaves")
+    assert WaveformGeneratorConfig.from_dict(stored).triad_octaves == [3, 4]  # room for it: the default
+    stored["unet"]["cond_channels"] = 28  # session 11's waveform generator: no triad
+    assert WaveformGeneratorConfig.from_dict(stored).triad_octaves == []
+    stored["unet"]["cond_channels"] = 30  # neither: the mismatch is reported
+    with pytest.raises(ConfigError, match="= 36, got 30"):
+        WaveformGeneratorConfig.from_dict(stored)
 
     gen = perturb(WaveformGenerator(cfg), seed=5).eval()
     texts = ["a march in A minor, 120 bpm", "a waltz in D major", "no key, 90 bpm"]
     cond = gen.prompt_aligned(texts, 640, offsets=[0.0, 0.25, 0.0])
-    assert cond.shape == (3, 20, 640)
+    assert cond.shape == (3, 24, 640)
     torch.testing.assert_close(cond[:, :4], gen.beat_clock(texts, 640, offsets=[0.0, 0.25, 0.0]))
-    from tunecraft.modules.key import key_profile, tonic_features
+    from tunecraft.modules.key import key_profile, tonic_features, triad_features
 
     want_prof = key_profile([9, 2, None], ["minor", "major", None])
     torch.testing.assert_close(cond[:, 4:16], want_prof.unsqueeze(-1).expand(-1, -1, 640))
-    torch.testing.assert_close(cond[:, 16:], tonic_features([9, 2, None], [3, 4], 3200.0, 640, [0.0, 0.25, 0.0]))
+    torch.testing.assert_close(cond[:, 16:20], tonic_features([9, 2, None], [3, 4], 3200.0, 640, [0.0, 0.25, 0.0]))
+    torch.testing.assert_close(cond[:, 20:], triad_features([9, 2, None], ["minor", "major", None], [4], 3200.0, 640,
+                                                            [0.0, 0.25, 0.0]))
     assert torch.count_nonzero(cond[2, 4:]) == 0  # no key stated
     # the key channels reach the output, and a dropped text drops them
     x = torch.randn(2, 1, 64, generator=torch.Generator().manual_seed(0))
@@ -520,7 +569,7 @@ def test_generator_key_conditioning_config_and_channels():
         assert not torch.allclose(real, other)
         drop = torch.tensor([True, False])
         dropped = gen(x, t, text=pair, drop_text=drop)
-        torch.testing.assert_close(dropped[0], gen(x, t, text=pair, drop_text=drop, cond=torch.zeros(2, 20, 64))[0])
+        torch.testing.assert_close(dropped[0], gen(x, t, text=pair, drop_text=drop, cond=torch.zeros(2, 24, 64))[0])
     out = gen.generate(texts[:1], 64, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, 64) and torch.isfinite(out).all()
 

@@ -12,9 +12,13 @@ Two signals, both zero for a prompt that states no key (``"<tonic> major|minor"`
   octaves (A4 = 440 Hz, equal temperament): a pitch reference for a waveform generator, in the
   manner of the beat clock's tempo reference. It needs a position rate above twice the highest
   frequency (:func:`tonic_frequency`), so it suits waveforms, not 100 frames/s spectrograms.
+* :func:`triad_features` - the same reference for the key's third (a major third above the tonic
+  in a major key, a minor third in a minor one) and its fifth: the tonic triad, which tells a
+  major key from its parallel minor (the third) and from its relative minor (the fifth, C-E-G
+  against A-C-E), the two confusions the tonic alone leaves open.
 
 Not in the Noise2Music paper (text only); used by its generators when ``key_profile`` /
-``tonic_octaves`` are set, and dropped with the text like the beat clock.
+``tonic_octaves`` / ``triad_octaves`` are set, and dropped with the text like the beat clock.
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ import torch
 
 from ..errors import InvalidInput
 
-__all__ = ["KK_MAJOR", "KK_MINOR", "key_profile", "tonic_frequency", "tonic_features"]
+__all__ = ["KK_MAJOR", "KK_MINOR", "THIRDS", "key_profile", "tonic_frequency", "tonic_features", "triad_features"]
 
 #: Krumhansl-Kessler probe-tone profiles, pitch classes from the tonic upwards
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
 KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
+
+
+#: semitones from the tonic to the third of its triad, by mode (the fifth is 7 in both)
+THIRDS = {"major": 4, "minor": 3}
 
 
 def _standard(profile: Sequence[float]) -> torch.Tensor:
@@ -82,3 +90,25 @@ def tonic_features(tonics: Sequence[Optional[int]], octaves: Sequence[int], posi
         angle = 2.0 * math.pi * torch.remainder(cycles, 1.0)
         out[b] = torch.cat([torch.sin(angle), torch.cos(angle)], dim=0)
     return out.float()
+
+
+def triad_features(tonics: Sequence[Optional[int]], modes: Sequence[Optional[str]], octaves: Sequence[int],
+                   positions_per_second: float, length: int, start: Sequence[float] | None = None) -> torch.Tensor:
+    """``[B, 4 len(octaves), length]``: :func:`tonic_features` of each key's third (``THIRDS[mode]``
+    semitones above the tonic) then of its fifth (7 semitones above), the tonic in octave ``o``
+    giving the pitches above it (C major in octave 4: E4 and G4; B major: D#5 and F#5); zero for
+    rows without a tonic or a mode."""
+    if len(tonics) != len(modes):
+        raise InvalidInput(f"triad_features: {len(tonics)} tonics but {len(modes)} modes")
+    thirds, fifths = [], []
+    for tonic, mode in zip(tonics, modes):
+        if tonic is None or mode is None:
+            thirds.append(None)
+            fifths.append(None)
+            continue
+        if mode not in THIRDS or isinstance(tonic, bool) or int(tonic) != tonic or not 0 <= tonic < 12:
+            raise InvalidInput(f"a key is a tonic 0-11 and 'major' or 'minor', got {tonic!r} {mode!r}")
+        thirds.append(int(tonic) + THIRDS[mode])
+        fifths.append(int(tonic) + 7)
+    return torch.cat([tonic_features(thirds, octaves, positions_per_second, length, start),
+                      tonic_features(fifths, octaves, positions_per_second, length, start)], dim=1)

@@ -186,6 +186,8 @@ def _sampling(steps: int, cfg_scale: float, schedule: str) -> StageSampling:
 CPU_BEAT_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
 # octaves of the waveform generator's tonic reference (C2-B4, 65-494 Hz: below 3.2 kHz's Nyquist)
 CPU_TONIC_OCTAVES = (2, 3, 4)
+# octaves of its triad reference (thirds and fifths above C3-B4: D#3-F#5, 156-740 Hz)
+CPU_TRIAD_OCTAVES = (3, 4)
 
 # CPU-sized U-Nets (see each config's docstring for the comparison with Table 8).
 _CPU_COMMON = dict(kernel_size=5, num_heads=4, norm_groups=8, embed_dim=128)
@@ -231,6 +233,11 @@ class StageConfig(Config):
     # channels per octave after the key profile; every frequency must lie below half the stage's
     # position rate (waveform generators)
     tonic_octaves: list = field(default_factory=list)
+    # not in the paper (generators only; empty = off; octaves 3-4 in the waveform generator's CPU
+    # default): [sin, cos] of the stated key's third (major or minor, by its mode) and fifth, the
+    # tonic in each of these octaves giving the pitches above it, 4 channels per octave after the
+    # tonic reference; below half the stage's position rate like tonic_octaves
+    triad_octaves: list = field(default_factory=list)
 
     #: whether this stage makes music from text alone (the generators), so may take a beat clock
     _generator: ClassVar[bool] = False
@@ -257,15 +264,16 @@ class StageConfig(Config):
             raise ConfigError(f"{type(self).__name__}: only the generators take a beat clock (beat_rates)")
         if not isinstance(self.key_profile, bool):
             raise ConfigError(f"key_profile must be true or false, got {self.key_profile!r}")
-        octaves = self.tonic_octaves
-        if not isinstance(octaves, (list, tuple)) or not all(
-                isinstance(o, int) and not isinstance(o, bool) and -1 <= o <= 9 for o in octaves) \
-                or len(set(octaves)) != len(octaves):
-            raise ConfigError(f"tonic_octaves must be a list of distinct octave numbers -1..9, got {octaves!r}")
-        self.tonic_octaves = list(octaves)
-        if (self.key_profile or self.tonic_octaves) and not self._generator:
+        for name in ("tonic_octaves", "triad_octaves"):
+            octaves = getattr(self, name)
+            if not isinstance(octaves, (list, tuple)) or not all(
+                    isinstance(o, int) and not isinstance(o, bool) and -1 <= o <= 9 for o in octaves) \
+                    or len(set(octaves)) != len(octaves):
+                raise ConfigError(f"{name} must be a list of distinct octave numbers -1..9, got {octaves!r}")
+            setattr(self, name, list(octaves))
+        if (self.key_profile or self.tonic_octaves or self.triad_octaves) and not self._generator:
             raise ConfigError(f"{type(self).__name__}: only the generators take key conditioning "
-                              "(key_profile, tonic_octaves)")
+                              "(key_profile, tonic_octaves, triad_octaves)")
         self._check()
 
     def _check(self) -> None:  # stage-specific validation
@@ -278,8 +286,9 @@ class StageConfig(Config):
     @property
     def aligned_channels(self) -> int:
         """Channels of the text-derived aligned conditioning (generators): beat clock, key profile,
-        tonic reference."""
-        return 2 * len(self.beat_rates) + (12 if self.key_profile else 0) + 2 * len(self.tonic_octaves)
+        tonic reference, triad reference."""
+        return (2 * len(self.beat_rates) + (12 if self.key_profile else 0) + 2 * len(self.tonic_octaves)
+                + 4 * len(self.triad_octaves))
 
     @property
     def uses_text(self) -> bool:
@@ -309,14 +318,49 @@ def _check_generator(config: StageConfig, positions_per_second: float) -> None:
     config._need(u.compressed_channels == 0, "a generator takes no compressed sequence")
     config._need(u.cond_channels == config.aligned_channels,
                  f"a generator's only aligned conditioning is what its prompt states: unet.cond_channels must be "
-                 f"2 x len(beat_rates) + 12 x key_profile + 2 x len(tonic_octaves) = {config.aligned_channels}, "
+                 f"2 x len(beat_rates) + 12 x key_profile + 2 x len(tonic_octaves) + 4 x len(triad_octaves) = "
+                 f"{config.aligned_channels}, "
                  f"got {u.cond_channels}")
     config._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
-    if config.tonic_octaves:
-        top = tonic_frequency(11, max(config.tonic_octaves))
-        config._need(top < positions_per_second / 2,
-                     f"tonic_octaves up to {max(config.tonic_octaves)} reach {top:.0f} Hz, above half the "
-                     f"{positions_per_second:g} positions per second")
+    # the highest pitch class each reference reaches above its octave's C: B, and B's fifth (F#)
+    for name, highest in (("tonic_octaves", 11), ("triad_octaves", 11 + 7)):
+        octaves = getattr(config, name)
+        if octaves:
+            top = tonic_frequency(highest, max(octaves))
+            config._need(top < positions_per_second / 2,
+                         f"{name} up to {max(octaves)} reach {top:.0f} Hz, above half the "
+                         f"{positions_per_second:g} positions per second")
+
+
+_KEY_OPTIONS = (("key_profile", False, 12), ("tonic_octaves", [], 2), ("triad_octaves", [], 4))
+
+
+def _without_newer_key_options(data: dict) -> dict:
+    """A generator config written before some of its key options existed: where ``data`` lacks
+    ``key_profile`` / ``tonic_octaves`` / ``triad_octaves`` and its U-Net's ``cond_channels``
+    count none of the missing ones (the beat clock and the options it has), those are off, as
+    they were when it was written; otherwise ``data`` unchanged (the defaults apply)."""
+    missing = [name for name, _, _ in _KEY_OPTIONS if name not in data]
+    unet = data.get("unet")
+    if not missing or not isinstance(unet, dict) or "cond_channels" not in unet:
+        return data
+    rates = data.get("beat_rates")
+    if not isinstance(rates, (list, tuple)):
+        return data  # not a stored config (those list their beat rates)
+    width = 2 * len(rates)
+    for name, _, per in _KEY_OPTIONS:
+        if name in data:
+            value = data[name]
+            if isinstance(value, (list, tuple)):
+                width += per * len(value)
+            elif isinstance(value, bool):
+                width += per * value
+            else:
+                return data  # let validation report it
+    if unet["cond_channels"] != width:
+        return data
+    return {**data, **{name: (list(off) if isinstance(off, list) else off) for name, off, _ in _KEY_OPTIONS
+                       if name in missing}}
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -331,12 +375,14 @@ class WaveformGeneratorConfig(StageConfig):
     v-prediction instead of epsilon (module docstring). Not in the paper: the prompt's tempo, tonic
     and mode as extra cross-attention tokens and the tempo's beat clock stacked with ``x_t``
     (``text_attributes``, ``beat_rates``; :meth:`paper` has neither); the key's profile and the
-    tonic's frequency in octaves 2-4 stacked likewise (``key_profile``, ``tonic_octaves``).
+    tonic's frequency in octaves 2-4 and its triad's third and fifth above the tonic in octaves 3-4
+    stacked likewise (``key_profile``, ``tonic_octaves``, ``triad_octaves``).
     """
 
     sample_rate: int = 3200
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=1, cond_channels=2 * len(CPU_BEAT_RATES) + 12 + 2 * len(CPU_TONIC_OCTAVES), text_dim=256,
+        in_channels=1, cond_channels=2 * len(CPU_BEAT_RATES) + 12 + 2 * len(CPU_TONIC_OCTAVES)
+        + 4 * len(CPU_TRIAD_OCTAVES), text_dim=256,
         channels=[32, 64, 128, 192],
         strides=[4, 4, 4, 4], blocks=[1, 1, 2, 2], stem_channels=16, self_attention_levels=[2, 3],
         cross_attention_levels=[2, 3]))
@@ -344,10 +390,15 @@ class WaveformGeneratorConfig(StageConfig):
     beat_rates: list = field(default_factory=lambda: list(CPU_BEAT_RATES))
     key_profile: bool = True
     tonic_octaves: list = field(default_factory=lambda: list(CPU_TONIC_OCTAVES))
+    triad_octaves: list = field(default_factory=lambda: list(CPU_TRIAD_OCTAVES))
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 10.0, "front-heavy"))
 
     _generator: ClassVar[bool] = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WaveformGeneratorConfig":
+        return super().from_dict(_without_newer_key_options(data))
 
     def _check(self) -> None:
         u = self.unet
@@ -364,6 +415,7 @@ class WaveformGeneratorConfig(StageConfig):
         kw.setdefault("beat_rates", [])
         kw.setdefault("key_profile", False)
         kw.setdefault("tonic_octaves", [])
+        kw.setdefault("triad_octaves", [])
         return cls(unet=unet, sampling=_sampling(1000, 10.0, "front-heavy"), **kw)
 
 
@@ -433,6 +485,10 @@ class SpectrogramGeneratorConfig(StageConfig):
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
 
     _generator: ClassVar[bool] = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SpectrogramGeneratorConfig":
+        return super().from_dict(_without_newer_key_options(data))
 
     def _check(self) -> None:
         u = self.unet

@@ -51,7 +51,7 @@ from ..pretrained import (
     write_model_dir,
 )
 from ..modules.beat import beat_clock, beat_features
-from ..modules.key import key_profile, tonic_features
+from ..modules.key import key_profile, tonic_features, triad_features
 from ..text import TextConditioner, TextStates
 from ..text.attributes import parse_facts
 from .augment import augment_condition, noise_corrupt
@@ -405,7 +405,8 @@ class _Generator(DiffusionStage):
     """A text -> music stage, with optional aligned conditioning drawn from what the prompt states
     (not in the paper): the beat clock of its tempo (``config.beat_rates``;
     :mod:`tunecraft.modules.beat`), its key's pitch-class profile (``config.key_profile``) and a
-    reference of its tonic's frequency (``config.tonic_octaves``; :mod:`tunecraft.modules.key`).
+    reference of its tonic's frequency (``config.tonic_octaves``) and of its triad's third and fifth
+    (``config.triad_octaves``; :mod:`tunecraft.modules.key`).
 
     The facts come from :func:`~tunecraft.text.attributes.parse_facts`; their features at every
     output position, stacked in that order, are the U-Net's aligned conditioning
@@ -449,7 +450,8 @@ class _Generator(DiffusionStage):
     def prompt_aligned(self, texts: Sequence[str], length: int,
                        offsets: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor | None:
         """``[B, config.aligned_channels, length]``: the beat clock (:meth:`beat_clock`), then the
-        stated key's profile (12 channels, constant), then the tonic reference (2 per octave), for
+        stated key's profile (12 channels, constant), then the tonic reference (2 per octave), then
+        the triad reference (4 per octave: third, fifth), for
         outputs that start ``offsets[b]`` seconds into their piece; ``None`` when the stage has none."""
         if not self.has_prompt_aligned:
             return None
@@ -458,15 +460,19 @@ class _Generator(DiffusionStage):
         clock = self.beat_clock(texts, length, offsets)
         if clock is not None:
             parts.append(clock)
-        if self.config.key_profile or self.config.tonic_octaves:
+        if self.config.key_profile or self.config.tonic_octaves or self.config.triad_octaves:
             facts = [parse_facts(t) for t in texts]
             tonics = [f.tonic for f in facts]  # parse_facts reads a tonic only with its mode
+            modes = [f.mode for f in facts]
+            starts = None if offsets is None else _floats(offsets)
             if self.config.key_profile:
-                prof = key_profile(tonics, [f.mode for f in facts])
+                prof = key_profile(tonics, modes)
                 parts.append(prof.unsqueeze(-1).expand(-1, -1, int(length)).to(self.device))
             if self.config.tonic_octaves:
-                starts = None if offsets is None else _floats(offsets)
                 parts.append(tonic_features(tonics, self.config.tonic_octaves, self.positions_per_second,
+                                            int(length), starts).to(self.device))
+            if self.config.triad_octaves:
+                parts.append(triad_features(tonics, modes, self.config.triad_octaves, self.positions_per_second,
                                             int(length), starts).to(self.device))
         return torch.cat(parts, dim=1).contiguous()
 
