@@ -16,13 +16,14 @@ import torch
 
 from tunecraft.audio import resampled_length
 from tunecraft.cli import main
-from tunecraft.diffusion import UNet1DConfig
+from tunecraft.diffusion import UNet1DConfig, text_dropout_mask
 from tunecraft.errors import CheckpointError, ConfigError, InvalidInput, InvalidPrompt, TunecraftError
 from tunecraft.noise2music import (
     STAGES_BY_NAME,
     ConditionAugmentConfig,
     DiffusionStage,
     MelConfig,
+    SpectrogramGenerator,
     SpectrogramGeneratorConfig,
     SpectrogramVocoder,
     SpectrogramVocoderConfig,
@@ -62,7 +63,7 @@ def tiny_configs() -> dict:
                               self_attention_levels=[], cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=2, step_schedule="front-heavy")),
         "spectrogram_generator": SpectrogramGeneratorConfig(  # without them (the paper's conditioning)
-            mel=TINY_MEL, beat_rates=[], text_attributes=[], key_profile=False,
+            mel=TINY_MEL, beat_rates=[], text_attributes=[], key_profile=False, key_prior=False,
             unet=UNet1DConfig(in_channels=16, text_dim=16, strides=[1, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=3, cfg_scale=2.0, step_schedule="back-heavy")),
@@ -572,6 +573,59 @@ def test_generator_key_conditioning_config_and_channels():
         torch.testing.assert_close(dropped[0], gen(x, t, text=pair, drop_text=drop, cond=torch.zeros(2, 24, 64))[0])
     out = gen.generate(texts[:1], 64, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, 64) and torch.isfinite(out).all()
+
+
+def test_spectrogram_key_prior_is_learned_from_training_spectrograms_and_added_back(tmp_path):
+    base = tiny_configs()["spectrogram_generator"]
+    assert not base.key_prior and SpectrogramGeneratorConfig().key_prior and not SpectrogramGeneratorConfig.paper().key_prior
+    with pytest.raises(ConfigError, match="key_prior must be"):
+        base.replace(key_prior="yes")
+    stored = SpectrogramGeneratorConfig().to_dict()
+    stored.pop("key_prior")  # written before the option existed: off
+    assert not SpectrogramGeneratorConfig.from_dict(stored).key_prior
+    assert "key_prior_mean" not in SpectrogramGenerator(base).state_dict()  # off: no buffers, old weights load
+
+    gen = SpectrogramGenerator(base.replace(key_prior=True)).train()
+    assert gen.key_prior(["in C major"]).abs().sum() == 0  # nothing observed yet: no prior
+    g = torch.Generator().manual_seed(0)
+    c_major, a_minor = torch.rand(16, generator=g) - 0.5, torch.rand(16, generator=g) - 0.5
+    texts = ["a waltz in C major", "a song in A minor, 90 bpm", "a march, no key"]
+    for _ in range(3):  # three batches: each key's running mean is the mean of what it saw
+        x0 = torch.stack([c_major, a_minor, torch.ones(16)])[..., None] + 0.1 * torch.randn(3, 16, 12, generator=g)
+        gen.loss({"x0": x0, "text": texts}, generator=g)
+    assert gen.key_prior_count[0] == 3 and gen.key_prior_count[9 + 12] == 3 and gen.key_prior_count.sum() == 6
+    overall = (gen.key_prior_mean[0] + gen.key_prior_mean[21]) / 2
+    prior = gen.key_prior(["C major", "A minor", "no key", "D major"])
+    assert prior.shape == (4, 16, 1)
+    torch.testing.assert_close(prior[0, :, 0], (gen.key_prior_mean[0] - overall).float())
+    torch.testing.assert_close(prior[0, :, 0], ((c_major - a_minor) / 2), atol=0.03, rtol=0)
+    assert prior[2:].abs().sum() == 0  # no key stated, a key never seen: zero
+    # the loss is on x0 minus the prior (text dropped or not); evaluation mode observes nothing
+    gen.eval()
+    counts = gen.key_prior_count.clone()
+    x0 = torch.rand(2, 16, 12, generator=g) * 2 - 1
+    with torch.no_grad():
+        got, _ = gen.loss({"x0": x0, "text": texts[:2]}, generator=torch.Generator().manual_seed(1))
+        r = torch.Generator().manual_seed(1)  # the same draws, in the loss's order
+        drop = text_dropout_mask(2, base.text_dropout, generator=r)
+        t = gen.objective.sample_t(2, generator=r)
+        kw = dict(text=texts[:2], drop_text=drop)
+        want = gen.objective.loss(lambda x, tt: gen(x, tt, **kw), x0 - gen.key_prior(texts[:2]), t=t, generator=r)
+    assert torch.equal(gen.key_prior_count, counts)
+    torch.testing.assert_close(got, want)
+    # generation adds the prior back: same seed, the outputs differ by it (within the clip range)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = gen.generate(["a song in C major"], 12, steps=2, generator=torch.Generator().manual_seed(4))
+        gen.key_prior_count.zero_()
+        plain = gen.generate(["a song in C major"], 12, steps=2, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out, (plain + prior[:1]).clamp(-1, 1))
+    gen.key_prior_count.copy_(counts)
+    # the running means travel with the weights (float64 buffers, also in a float16 export)
+    path = gen.save_pretrained(tmp_path / "gen", dtype="float16")
+    back = SpectrogramGenerator.from_pretrained(path)
+    assert back.key_prior_mean.dtype == torch.float64 and torch.equal(back.key_prior_mean, gen.key_prior_mean)
+    torch.testing.assert_close(back.key_prior(["C major"]), prior[:1])
 
 
 def test_beat_clock_goes_with_the_text(stages):

@@ -481,6 +481,10 @@ class SpectrogramGeneratorConfig(StageConfig):
     text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
     beat_rates: list = field(default_factory=lambda: list(CPU_BEAT_RATES))
     key_profile: bool = True
+    # not in the paper (on in the CPU default): the diffusion models the log-mel minus the stated
+    # key's prior, the training spectrograms' mean log-mel in that key minus their mean over all
+    # keys (running means kept as buffers, updated in training), and generation adds it back
+    key_prior: bool = True
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
 
@@ -488,13 +492,17 @@ class SpectrogramGeneratorConfig(StageConfig):
 
     @classmethod
     def from_dict(cls, data: dict) -> "SpectrogramGeneratorConfig":
-        return super().from_dict(_without_newer_key_options(data))
+        data = _without_newer_key_options(data)
+        if "key_prior" not in data and "beat_rates" in data:  # stored before key_prior existed: none
+            data = {**data, "key_prior": False}
+        return super().from_dict(data)
 
     def _check(self) -> None:
         u = self.unet
         self._need(u.in_channels == self.mel.n_mels and u.output_channels == self.mel.n_mels,
                    f"in/out channels must equal mel.n_mels ({self.mel.n_mels})")
         _check_generator(self, self.mel.frame_rate)
+        self._need(isinstance(self.key_prior, bool), f"key_prior must be true or false, got {self.key_prior!r}")
         self._need(not self.spectral_loss_weight, "spectral_loss_weight is for waveform stages (this one makes log-mels)")
 
     @classmethod
@@ -506,6 +514,7 @@ class SpectrogramGeneratorConfig(StageConfig):
         kw.setdefault("text_attributes", [])
         kw.setdefault("beat_rates", [])
         kw.setdefault("key_profile", False)
+        kw.setdefault("key_prior", False)
         return cls(unet=unet, sampling=_sampling(1000, 5.0, "back-heavy"), **kw)
 
 

@@ -499,7 +499,13 @@ class _Generator(DiffusionStage):
         cond = self.prompt_aligned(list(texts), shape[-1])
         if cond is not None:
             sampling = dict(sampling, cond=cond)
-        return self.sample(shape, text=texts, **sampling)
+        out = self.sample(shape, text=texts, **sampling)
+        base = self._output_offset({"text": list(texts)})
+        if base is None:
+            return out
+        out = out + base.to(device=out.device, dtype=out.dtype)
+        clip = self.config.clip_x0
+        return out if clip is None else out.clamp(-float(clip), float(clip))
 
 
 class WaveformGenerator(_Generator):
@@ -527,9 +533,70 @@ class SpectrogramGenerator(_Generator):
     stage_name = "spectrogram_generator"
     config: SpectrogramGeneratorConfig
 
+    def __init__(self, config: SpectrogramGeneratorConfig | None = None, *, text_encoder=None):
+        super().__init__(config, text_encoder=text_encoder)
+        if self.config.key_prior:  # float64 running means: exported as they are (buffers keep their dtype)
+            self.register_buffer("key_prior_mean", torch.zeros(24, self.config.mel.n_mels, dtype=torch.float64))
+            self.register_buffer("key_prior_count", torch.zeros(24, dtype=torch.float64))
+
     @property
     def frame_rate(self) -> float:
         return self.config.mel.frame_rate
+
+    # ------------------------------------------------------------------ the key prior (not in the paper)
+    @staticmethod
+    def _key_index(text: str) -> int | None:
+        """Row of the key ``text`` states (tonic + 12 for minor), ``None`` without one."""
+        facts = parse_facts(text)
+        if facts.tonic is None or facts.mode not in ("major", "minor"):
+            return None
+        return int(facts.tonic) + (12 if facts.mode == "minor" else 0)
+
+    @torch.no_grad()
+    def observe_keys(self, texts: Sequence[str], x0: torch.Tensor) -> None:
+        """Add training spectrograms ``x0 [B, n_mels, F]`` to the running mean log-mel of the key
+        each caption states (captions without a key are not counted). Called by :meth:`loss` in
+        training mode; under DDP the buffers of rank 0 are the ones broadcast and kept."""
+        if not self.config.key_prior:
+            return
+        frames = x0.detach().to(torch.float64).mean(dim=-1)  # [B, n_mels]
+        for text, row in zip(texts, frames):
+            k = self._key_index(str(text))
+            if k is None:
+                continue
+            self.key_prior_count[k] += 1.0
+            self.key_prior_mean[k] += (row.to(self.key_prior_mean.device) - self.key_prior_mean[k]) / self.key_prior_count[k]
+
+    def key_prior(self, texts: Sequence[str]) -> torch.Tensor | None:
+        """``[B, n_mels, 1]``: the mean log-mel of the key each prompt states minus the mean over
+        all keys (count-weighted), from the training spectrograms (:meth:`observe_keys`); zero for
+        a prompt without a key or a key never seen. ``None`` without ``config.key_prior``."""
+        if not self.config.key_prior:
+            return None
+        out = torch.zeros(len(texts), self.config.mel.n_mels, 1, dtype=torch.float64, device=self.key_prior_mean.device)
+        counts = self.key_prior_count
+        total = counts.sum()
+        if float(total) > 0:
+            overall = (self.key_prior_mean * counts[:, None]).sum(0) / total
+            for b, text in enumerate(texts):
+                k = self._key_index(str(text))
+                if k is not None and float(counts[k]) > 0:
+                    out[b, :, 0] = self.key_prior_mean[k] - overall
+        return out.float()
+
+    def _output_offset(self, aligned):
+        """The key prior of the prompts (``config.key_prior``): the diffusion runs on the log-mel
+        minus it, for the text-dropped rows as well (the prior is part of the target, not of the
+        condition), and :meth:`generate` adds it back."""
+        texts = aligned.get("text")
+        if not self.config.key_prior or texts is None or isinstance(texts, TextStates):
+            return None
+        return self.key_prior([str(t) for t in texts])
+
+    def loss(self, batch, model=None, generator=None):
+        if self.config.key_prior and self.training and batch.get("text") is not None:
+            self.observe_keys([str(t) for t in batch["text"]], batch["x0"])
+        return super().loss(batch, model=model, generator=generator)
 
     @classmethod
     def data_sample_rate(cls, config: SpectrogramGeneratorConfig) -> int:
