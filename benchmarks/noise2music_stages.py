@@ -15,7 +15,9 @@ the same estimators on the original clip. Pure tones (220, 330, 440 Hz, each wit
 through the vocoder show whether its output peaks (above 20 Hz) where the input does or on
 upsampling artefacts (fs/4, fs/2 of a transposed-convolution stride 4). Generator part: each prompt's spectrogram
 (``--generator-steps``, CFG ``--cfg``, seed = row index) is inverted by Griffin-Lim (32 iterations)
-and scored against the prompt's targets (key exact, tonic, mode, tempo within 6%).
+and scored against the prompt's targets (key exact, tonic, mode, tempo within 6%). A spectrogram
+generator with a key prior (``key_prior``) adds it back as generation does; ``--without-key-prior``
+leaves it out, to see what the network makes by itself.
 
 Text gain of a generator (``--text-gain STAGE``: the spectrogram or waveform generator): its
 denoising loss on the first ``--clips`` clips of ``--split`` (first 10 s, each with its first
@@ -229,6 +231,9 @@ def main(argv=None) -> int:
                    help="cascader sampling steps (default: the stage's)")
     p.add_argument("--then", default=None, metavar="STAGE",
                    help="with a waveform --generator: lift its 3.2 kHz output through this waveform cascader before scoring")
+    p.add_argument("--without-key-prior", action="store_true",
+                   help="with a spectrogram --generator that has a key prior: do not add it back (what the network "
+                        "makes by itself)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.vocoder is None and args.generator is None and args.text_gain is None and args.cascader is None:
@@ -273,6 +278,10 @@ def main(argv=None) -> int:
             wave = gen.stage_name == "waveform_generator"
             if then is not None and not wave:
                 p.error("--then follows a waveform generator")
+            if args.without_key_prior:
+                if wave or not gen.config.key_prior:
+                    p.error("--without-key-prior needs a spectrogram generator with a key prior")
+                gen.key_prior_count.zero_()  # an empty prior: key_prior() is zero for every prompt
             lm = None if wave else logmel_of(gen.config.mel)
             prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
             hits = {"key": 0, "tonic": 0, "mode": 0, "tempo": 0}
@@ -297,7 +306,7 @@ def main(argv=None) -> int:
             n = len(prompts)
             acc = {k: v / n for k, v in hits.items()}
             how = (f"through the waveform cascader {args.then}" if then is not None else "resampled to 16 kHz") if wave \
-                else "through Griffin-Lim"
+                else "through Griffin-Lim" + (", without its key prior" if args.without_key_prior else "")
             print(f"### {gen.stage_name.replace('_', ' ').capitalize()} {how} ({n} prompts of {args.prompts}, "
                   f"{args.generator_steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s)\n")
             print("| key exact | tonic | mode | tempo within 6% |\n|---|---|---|---|")
