@@ -575,7 +575,7 @@ def test_generator_key_conditioning_config_and_channels():
     assert out.shape == (1, 1, 64) and torch.isfinite(out).all()
 
 
-def test_spectrogram_key_prior_is_learned_from_training_spectrograms_and_added_back(tmp_path):
+def test_spectrogram_key_prior_is_fitted_to_training_spectrograms_and_added_back(tmp_path):
     base = tiny_configs()["spectrogram_generator"]
     assert not base.key_prior and SpectrogramGeneratorConfig().key_prior and not SpectrogramGeneratorConfig.paper().key_prior
     with pytest.raises(ConfigError, match="key_prior must be"):
@@ -586,22 +586,30 @@ def test_spectrogram_key_prior_is_learned_from_training_spectrograms_and_added_b
     assert "key_prior_mean" not in SpectrogramGenerator(base).state_dict()  # off: no buffers, old weights load
 
     gen = SpectrogramGenerator(base.replace(key_prior=True)).train()
-    assert gen.key_prior(["in C major"]).abs().sum() == 0  # nothing observed yet: no prior
+    assert gen.key_prior(["in C major"]).abs().sum() == 0  # nothing fitted yet: no prior
     g = torch.Generator().manual_seed(0)
     c_major, a_minor = torch.rand(16, generator=g) - 0.5, torch.rand(16, generator=g) - 0.5
-    texts = ["a waltz in C major", "a song in A minor, 90 bpm", "a march, no key"]
-    for _ in range(3):  # three batches: each key's running mean is the mean of what it saw
+    examples = []
+    for _ in range(3):  # each key's prior is the mean over its examples' frames
         x0 = torch.stack([c_major, a_minor, torch.ones(16)])[..., None] + 0.1 * torch.randn(3, 16, 12, generator=g)
-        gen.loss({"x0": x0, "text": texts}, generator=g)
+        examples += [(x0[0], ["a waltz in C major"]), (x0[1], ["no key here", "a song in A minor, 90 bpm"]),
+                     (x0[2], ["a march, no key"])]
+    assert gen.fit_key_prior(examples) == 6  # the march states no key: left out
     assert gen.key_prior_count[0] == 3 and gen.key_prior_count[9 + 12] == 3 and gen.key_prior_count.sum() == 6
+    torch.testing.assert_close(gen.key_prior_mean[0], torch.stack([e[0].mean(-1) for e in examples[0::3]]).mean(0)
+                               .double())
     overall = (gen.key_prior_mean[0] + gen.key_prior_mean[21]) / 2
     prior = gen.key_prior(["C major", "A minor", "no key", "D major"])
     assert prior.shape == (4, 16, 1)
     torch.testing.assert_close(prior[0, :, 0], (gen.key_prior_mean[0] - overall).float())
     torch.testing.assert_close(prior[0, :, 0], ((c_major - a_minor) / 2), atol=0.03, rtol=0)
     assert prior[2:].abs().sum() == 0  # no key stated, a key never seen: zero
-    # the loss is on x0 minus the prior (text dropped or not); evaluation mode observes nothing
-    gen.eval()
+    with pytest.raises(InvalidInput, match="n_mels, frames"):
+        gen.fit_key_prior([(torch.zeros(8, 12), ["in C major"])])
+    with pytest.raises(InvalidInput, match="no key prior"):
+        SpectrogramGenerator(base).fit_key_prior(examples)
+    # the loss is on x0 minus the prior (text dropped or not), which training does not move
+    texts = ["a waltz in C major", "a song in A minor, 90 bpm"]
     counts = gen.key_prior_count.clone()
     x0 = torch.rand(2, 16, 12, generator=g) * 2 - 1
     with torch.no_grad():
@@ -614,14 +622,14 @@ def test_spectrogram_key_prior_is_learned_from_training_spectrograms_and_added_b
     assert torch.equal(gen.key_prior_count, counts)
     torch.testing.assert_close(got, want)
     # generation adds the prior back: same seed, the outputs differ by it (within the clip range)
-    torch.manual_seed(0)
+    gen.eval()
     with torch.no_grad():
         out = gen.generate(["a song in C major"], 12, steps=2, generator=torch.Generator().manual_seed(4))
         gen.key_prior_count.zero_()
         plain = gen.generate(["a song in C major"], 12, steps=2, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(out, (plain + prior[:1]).clamp(-1, 1))
     gen.key_prior_count.copy_(counts)
-    # the running means travel with the weights (float64 buffers, also in a float16 export)
+    # the means travel with the weights (float64 buffers, also in a float16 export)
     path = gen.save_pretrained(tmp_path / "gen", dtype="float16")
     back = SpectrogramGenerator.from_pretrained(path)
     assert back.key_prior_mean.dtype == torch.float64 and torch.equal(back.key_prior_mean, gen.key_prior_mean)
@@ -950,6 +958,40 @@ def test_task_trains_samples_and_exports(task_name, corpus, tmp_path):
     if item["x0"].shape[0] == 1:
         assert item["x0"].shape[-1] % multiple == 0 and item["x0"].shape[-1] <= crop * rate
     assert (item["text"] != "") == stage.uses_text
+
+
+def test_spectrogram_key_prior_is_set_from_the_training_data_before_the_first_step(corpus, tmp_path, monkeypatch):
+    from tunecraft.train import get_task_class, run_recipe
+
+    cls = get_task_class("n2m-spec-generator")
+    model = tiny_configs()["spectrogram_generator"].replace(key_prior=True)
+    task_cfg = {"name": "n2m-spec-generator", **cls.config_class(model=model, sample_steps=2,
+                                                                  sample_seconds=0.25).to_dict()}
+    data = cls.data_config_class(source=str(corpus), crop_seconds=0.2, valid_clips=0)
+    train = dict(steps=4, batch_size=2, lr=1e-3, log_every=1, valid_every=0, sample_every=0, ckpt_every=2,
+                 ema_decay=0.5, max_steps_this_run=2)
+    recipe = tmp_path / "spec.toml"
+    recipe.write_text(_toml(task_cfg, "task") + "\n" + _toml(data.to_dict(), "data") + "\n" + _toml(train, "train"))
+    # what the task should compute: every training file's first (deterministic) crop, keyed by its captions
+    task = cls(cls.config_class(model=model), data)
+    ds = task.build_train_dataset()
+    fixed = task._dataset(ds.metas, ds.captions, random=False)
+    want = SpectrogramGenerator(model)
+    counted = want.fit_key_prior((fixed[i]["x0"], fixed.captions[i]) for i in range(len(fixed)))
+    assert counted > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_recipe(str(recipe), out_dir=tmp_path / "run", quiet=True)
+        ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step-00000002.pt", weights_only=False)
+        for part in ("model", "ema"):  # the EMA copy carries the same buffers
+            assert torch.equal(ckpt[part]["key_prior_mean"], want.key_prior_mean)
+            assert torch.equal(ckpt[part]["key_prior_count"], want.key_prior_count)
+        # a resumed run keeps the prior of its checkpoint: it does not fit it again
+        monkeypatch.setattr(SpectrogramGenerator, "fit_key_prior", lambda *a, **k: pytest.fail("fitted on resume"))
+        result = run_recipe(str(recipe), out_dir=tmp_path / "run", quiet=True, resume=True,
+                            overrides=["train.max_steps_this_run=0"])
+    stage = load_stage(result.export_dir)
+    assert torch.equal(stage.key_prior_mean, want.key_prior_mean) and int(stage.key_prior_count.sum()) == counted
 
 
 def test_assemble_cli_from_model_and_run_directories(stages, corpus, tmp_path, capsys):

@@ -483,7 +483,7 @@ class SpectrogramGeneratorConfig(StageConfig):
     key_profile: bool = True
     # not in the paper (on in the CPU default): the diffusion models the log-mel minus the stated
     # key's prior, the training spectrograms' mean log-mel in that key minus their mean over all
-    # keys (running means kept as buffers, updated in training), and generation adds it back
+    # keys (buffers, set from the training data before the first step), and generation adds it back
     key_prior: bool = True
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -553,23 +553,32 @@ class SpectrogramGenerator(_Generator):
         return int(facts.tonic) + (12 if facts.mode == "minor" else 0)
 
     @torch.no_grad()
-    def observe_keys(self, texts: Sequence[str], x0: torch.Tensor) -> None:
-        """Add training spectrograms ``x0 [B, n_mels, F]`` to the running mean log-mel of the key
-        each caption states (captions without a key are not counted). Called by :meth:`loss` in
-        training mode; under DDP the buffers of rank 0 are the ones broadcast and kept."""
+    def fit_key_prior(self, examples: Iterable[tuple[torch.Tensor, Sequence[str]]]) -> int:
+        """Set the key prior from training examples ``(x0 [n_mels, F], captions)``: the mean over
+        frames and examples of the log-mel of each key the captions state (the first caption that
+        states one; examples whose captions state none are left out). Returns how many examples
+        counted. Fixed before training starts (:class:`~tunecraft.noise2music.tasks.SpectrogramGeneratorTask`):
+        a prior that moved during training would be a key-dependent target shift the network
+        learns to cancel."""
         if not self.config.key_prior:
-            return
-        frames = x0.detach().to(torch.float64).mean(dim=-1)  # [B, n_mels]
-        for text, row in zip(texts, frames):
-            k = self._key_index(str(text))
+            raise InvalidInput(f"the {self.stage_name} has no key prior (config.key_prior = false)")
+        mean = torch.zeros_like(self.key_prior_mean)
+        count = torch.zeros_like(self.key_prior_count)
+        for x0, captions in examples:
+            k = next((i for i in (self._key_index(str(c)) for c in captions) if i is not None), None)
             if k is None:
                 continue
-            self.key_prior_count[k] += 1.0
-            self.key_prior_mean[k] += (row.to(self.key_prior_mean.device) - self.key_prior_mean[k]) / self.key_prior_count[k]
+            if x0.dim() != 2 or x0.shape[0] != self.config.mel.n_mels:
+                raise InvalidInput(f"fit_key_prior takes [n_mels, frames] log-mels, got {tuple(x0.shape)}")
+            count[k] += 1.0
+            mean[k] += (x0.detach().to(mean.device, torch.float64).mean(dim=-1) - mean[k]) / count[k]
+        self.key_prior_mean.copy_(mean)  # in place: the EMA copy holds these buffers
+        self.key_prior_count.copy_(count)
+        return int(count.sum().item())
 
     def key_prior(self, texts: Sequence[str]) -> torch.Tensor | None:
         """``[B, n_mels, 1]``: the mean log-mel of the key each prompt states minus the mean over
-        all keys (count-weighted), from the training spectrograms (:meth:`observe_keys`); zero for
+        all keys (count-weighted), from the training spectrograms (:meth:`fit_key_prior`); zero for
         a prompt without a key or a key never seen. ``None`` without ``config.key_prior``."""
         if not self.config.key_prior:
             return None
@@ -592,11 +601,6 @@ class SpectrogramGenerator(_Generator):
         if not self.config.key_prior or texts is None or isinstance(texts, TextStates):
             return None
         return self.key_prior([str(t) for t in texts])
-
-    def loss(self, batch, model=None, generator=None):
-        if self.config.key_prior and self.training and batch.get("text") is not None:
-            self.observe_keys([str(t) for t in batch["text"]], batch["x0"])
-        return super().loss(batch, model=model, generator=generator)
 
     @classmethod
     def data_sample_rate(cls, config: SpectrogramGeneratorConfig) -> int:

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, InvalidInput
 from ..joint.task import CaptionedClipDataset, load_captioned
 from ..train.task import Audio, ClipDataConfig, TrainTask, register_task
 from .configs import (
@@ -331,6 +331,23 @@ class SpectrogramGeneratorTask(_StageTask):
     config_class = SpectrogramGeneratorTaskConfig
     data_config_class = GeneratorDataConfig
     stage_class = SpectrogramGenerator
+
+    def prepare_model(self, model: nn.Module, train_dataset: StageClipDataset) -> None:
+        """With ``key_prior``: set it from every training file's first crop (the deterministic one
+        validation uses) and its captions, unless the model already has one (``train.init_from`` a
+        generator with a prior keeps that one, the one its network learned against)."""
+        if not self.model_config.key_prior or float(model.key_prior_count.sum()) > 0:
+            return
+        fixed = self._dataset(train_dataset.metas, train_dataset.captions, random=False)
+
+        def examples():
+            for i in range(len(fixed)):
+                item = fixed[i]  # a file that fails to load is replaced by the next good one
+                yield item["x0"], fixed.captions[int(item["index"])]
+
+        counted = model.fit_key_prior(examples())
+        if counted == 0:
+            raise InvalidInput("key_prior: no training caption states a key (\"<tonic> major|minor\")")
 
     def sample(self, model: nn.Module, step: int) -> Dict[str, Audio]:
         raw, steps, g = self._sampling(model, step)

@@ -178,6 +178,11 @@ class TrainTask:
         return []
 
     # ---- training -------------------------------------------------------------------
+    def prepare_model(self, model: nn.Module, train_dataset: torch.utils.data.Dataset) -> None:
+        """Called once before the first step of a run that starts afresh (not on resume; after
+        ``train.init_from``), with the unwrapped model and the training dataset: statistics a model
+        takes from its data before training (none by default)."""
+
     def training_step(
         self, model: nn.Module, batch: Any, step: int, phase: str = "main"
     ) -> Tuple[torch.Tensor, Mapping[str, Union[float, torch.Tensor]]]:

@@ -252,6 +252,8 @@ class Trainer:
         # -- data --
         train_ds = task.build_train_dataset()
         check_dataset(train_ds, "training")
+        if resume_path is None:
+            task.prepare_model(self.raw, train_ds)
         sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, env.rank, env.world_size, cfg.seed)
         loader = make_loader(train_ds, sampler, cfg.seed, cfg.num_workers, task.collate,
                              pin_memory=env.device.type == "cuda")
