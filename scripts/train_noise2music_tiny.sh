@@ -2,14 +2,13 @@
 # The runs behind the shipped noise2music-tiny bundle (both paths + the SR cascader), with the flags
 # those runs used (README, Noise2Music section). Resumable: run it again after an interruption; each
 # stage goes on from its newest checkpoint and a finished stage returns at once.
-# About 5 h on 2 CPU cores, in three rounds of stages run side by side, one thread each:
+# About 5 h on 2 CPU cores, in three rounds of stages, those of a round side by side, one thread each:
 #   round 1 (~2 h): the spectrogram generator without key conditioning, the vocoder, the SR cascader;
 #   round 2 (~2 h): the spectrogram generator with the key profile, warm-started from round 1 (its
 #                   extra input channels start at zero: train.init_from), the waveform generator and
 #                   the waveform cascader;
-#   round 3 (~1 h): the spectrogram generator with the key prior, warm-started from round 2, and the
-#                   waveform generator with the triad reference, warm-started from round 2 (its 8 new
-#                   input channels start at zero).
+#   round 3 (~50 min): the waveform generator with the triad reference, warm-started from round 2
+#                   (its 8 new input channels start at zero).
 #
 #   scripts/train_noise2music_tiny.sh [RUNS_DIR [BUNDLE_DIR]]
 #
@@ -47,31 +46,28 @@ train() {  # train RECIPE OUT_DIR STOP_STEP FLAGS...: one stage, resumable, stop
 
 # round 1
 train n2m-spec-generator "$RUNS/n2m-spec-generator" 5000 --set train.steps=5000 --set train.warmup_steps=300 \
-  --set task.model.key_profile=false --set task.model.key_prior=false --set task.model.unet.cond_channels=10 &
+  --set task.model.key_profile=false --set task.model.unet.cond_channels=10 &
 train n2m-vocoder "$RUNS/n2m-vocoder" 1000 --set train.steps=4000 --set train.warmup_steps=200 --set train.keep_checkpoints=10 &
 train n2m-sr-cascader "$RUNS/n2m-sr-cascader" 2000 --set train.steps=2000 --set train.warmup_steps=200 &
 wait
 # round 2 (the shipped run warm-started from the exported fp16 copy of round 1's step 5,000, the
 # spectrogram_generator of tunecraft/bundles/noise2music-tiny at commit 9c4ceca)
 train n2m-spec-generator "$RUNS/n2m-spec-generator-key" 2500 --set train.steps=2500 --set train.warmup_steps=200 \
-  --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator" --set task.model.key_prior=false &
+  --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator" &
 train n2m-wave-generator "$RUNS/n2m-wave-generator" 3000 --set train.steps=3000 --set train.warmup_steps=300 \
   --set data.crop_seconds=5.0 --set 'task.model.triad_octaves=[]' --set task.model.unet.cond_channels=28 &
 train n2m-wave-cascader "$RUNS/n2m-wave-cascader" 3000 --set train.steps=3000 --set train.warmup_steps=300 &
 wait
-# round 3 (the shipped runs warm-started from the exported fp16 copies of round 2's generators, those of
-# tunecraft/bundles/noise2music-tiny at commit 81f7bef)
-train n2m-spec-generator "$RUNS/n2m-spec-generator-prior" SPEC_STEP --set train.steps=1200 --set train.warmup_steps=100 \
-  --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator-key" &
-train n2m-wave-generator "$RUNS/n2m-wave-generator-triad" WAVE_STEP --set train.steps=2500 --set train.warmup_steps=200 \
-  --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator" &
-wait
+# round 3 (the shipped run warm-started from the exported fp16 copy of round 2's waveform generator,
+# the waveform_generator of tunecraft/bundles/noise2music-tiny at commit 81f7bef)
+train n2m-wave-generator "$RUNS/n2m-wave-generator-triad" 2500 --set train.steps=2500 --set train.warmup_steps=200 \
+  --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator"
 
 ckpt() { printf '%s/%s/checkpoints/step-%08d.pt' "$RUNS" "$1" "$2"; }
-tunecraft export "$(ckpt n2m-spec-generator-prior SPEC_STEP)" "$RUNS/export/spectrogram_generator"
+tunecraft export "$(ckpt n2m-spec-generator-key 2500)" "$RUNS/export/spectrogram_generator"
 tunecraft export "$(ckpt n2m-vocoder 1000)" "$RUNS/export/spectrogram_vocoder"
 tunecraft export "$(ckpt n2m-sr-cascader 2000)" "$RUNS/export/sr_cascader"
-tunecraft export "$(ckpt n2m-wave-generator-triad WAVE_STEP)" "$RUNS/export/waveform_generator"
+tunecraft export "$(ckpt n2m-wave-generator-triad 2500)" "$RUNS/export/waveform_generator"
 tunecraft export "$(ckpt n2m-wave-cascader 3000)" "$RUNS/export/waveform_cascader"
 tunecraft assemble noise2music "$OUT" --stage spectrogram_generator="$RUNS/export/spectrogram_generator" \
   --stage spectrogram_vocoder="$RUNS/export/spectrogram_vocoder" --stage sr_cascader="$RUNS/export/sr_cascader" \

@@ -577,10 +577,10 @@ def test_generator_key_conditioning_config_and_channels():
 
 def test_spectrogram_key_prior_is_fitted_to_training_spectrograms_and_added_back(tmp_path):
     base = tiny_configs()["spectrogram_generator"]
-    assert not base.key_prior and SpectrogramGeneratorConfig().key_prior and not SpectrogramGeneratorConfig.paper().key_prior
+    assert not base.key_prior and not SpectrogramGeneratorConfig().key_prior and not SpectrogramGeneratorConfig.paper().key_prior
     with pytest.raises(ConfigError, match="key_prior must be"):
         base.replace(key_prior="yes")
-    stored = SpectrogramGeneratorConfig().to_dict()
+    stored = SpectrogramGeneratorConfig(key_prior=True).to_dict()
     stored.pop("key_prior")  # written before the option existed: off
     assert not SpectrogramGeneratorConfig.from_dict(stored).key_prior
     assert "key_prior_mean" not in SpectrogramGenerator(base).state_dict()  # off: no buffers, old weights load
@@ -735,6 +735,7 @@ def test_shipped_noise2music_tiny_generates_both_paths_offline(tmp_path):
     gens = {name: n2m.stages[name] for name in ("waveform_generator", "spectrogram_generator")}
     assert all(g.config.beat_rates and g.config.key_profile for g in gens.values())
     assert gens["waveform_generator"].config.tonic_octaves == [2, 3, 4]
+    assert gens["waveform_generator"].config.triad_octaves == [3, 4]
     for path in PATHS:
         out = tmp_path / f"{path}.wav"
         assert main(["generate", "a gentle folk song in E minor with acoustic guitar, 96 bpm", "--system",

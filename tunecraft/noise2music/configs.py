@@ -481,10 +481,10 @@ class SpectrogramGeneratorConfig(StageConfig):
     text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
     beat_rates: list = field(default_factory=lambda: list(CPU_BEAT_RATES))
     key_profile: bool = True
-    # not in the paper (on in the CPU default): the diffusion models the log-mel minus the stated
-    # key's prior, the training spectrograms' mean log-mel in that key minus their mean over all
-    # keys (buffers, set from the training data before the first step), and generation adds it back
-    key_prior: bool = True
+    # not in the paper (off; measured in the README): the diffusion models the log-mel minus the
+    # stated key's prior, the training spectrograms' mean log-mel in that key minus their mean over
+    # all keys (buffers, set from the training data before the first step), and generation adds it back
+    key_prior: bool = False
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
 
@@ -492,10 +492,7 @@ class SpectrogramGeneratorConfig(StageConfig):
 
     @classmethod
     def from_dict(cls, data: dict) -> "SpectrogramGeneratorConfig":
-        data = _without_newer_key_options(data)
-        if "key_prior" not in data and "beat_rates" in data:  # stored before key_prior existed: none
-            data = {**data, "key_prior": False}
-        return super().from_dict(data)
+        return super().from_dict(_without_newer_key_options(data))
 
     def _check(self) -> None:
         u = self.unet
@@ -514,7 +511,6 @@ class SpectrogramGeneratorConfig(StageConfig):
         kw.setdefault("text_attributes", [])
         kw.setdefault("beat_rates", [])
         kw.setdefault("key_profile", False)
-        kw.setdefault("key_prior", False)
         return cls(unet=unet, sampling=_sampling(1000, 5.0, "back-heavy"), **kw)
 
 
