@@ -15,7 +15,9 @@ the same estimators on the original clip. Pure tones (220, 330, 440 Hz, each wit
 through the vocoder show whether its output peaks (above 20 Hz) where the input does or on
 upsampling artefacts (fs/4, fs/2 of a transposed-convolution stride 4). Generator part: each prompt's spectrogram
 (``--generator-steps``, CFG ``--cfg``, seed = row index) is inverted by Griffin-Lim (32 iterations)
-and scored against the prompt's targets (key exact, tonic, mode, tempo within 6%). A spectrogram
+and scored against the prompt's targets (key exact, tonic, mode, tempo within 6%); with
+``--chroma-profile`` also the mean chroma (the key estimator's) of the outputs and of the prompts'
+corpus clips by scale degree of the stated key, for major and minor prompts apart. A spectrogram
 generator with a key prior (``key_prior``) adds it back as generation does; ``--without-key-prior``
 leaves it out, to see what the network makes by itself.
 
@@ -208,6 +210,47 @@ def cascader_check(stage, corpus: Path, split: str, n: int, steps: int | None) -
             for name, v in rows.items()}
 
 
+def with_fitted_key_prior(gen, corpus: Path):
+    """A copy of spectrogram generator ``gen`` (trained without a key prior) with one, fitted by the
+    training task from ``corpus``'s training split as before a training run's first step."""
+    from tunecraft.noise2music.models import SpectrogramGenerator
+    from tunecraft.noise2music.tasks import GeneratorDataConfig, SpectrogramGeneratorTask
+
+    config = gen.config.replace(key_prior=True)
+    out = SpectrogramGenerator(config)
+    missing, unexpected = out.load_state_dict(gen.state_dict(), strict=False)
+    assert not unexpected and set(missing) == {"key_prior_mean", "key_prior_count"}, (missing, unexpected)
+    task = SpectrogramGeneratorTask(SpectrogramGeneratorTask.config_class(model=config),
+                                    GeneratorDataConfig(source=str(corpus)))
+    task.prepare_model(out, task.build_train_dataset())
+    return out.eval()
+
+
+def add_profile(profiles: dict, source: str, row: dict, audio: torch.Tensor, rate: int) -> None:
+    """Add a clip's time-averaged chroma (the key estimator's CLP chroma), rotated so that index 0
+    is the prompt's tonic, to ``profiles[(source, mode)]``."""
+    from tunecraft.eval.attributes import _chroma, _mono, _parse_key
+
+    tonic, mode = _parse_key(row["key"])
+    v = _chroma(_mono(audio.numpy(), rate)).mean(axis=1)
+    profiles.setdefault((source, mode), []).append(torch.tensor(v).roll(-tonic))
+
+
+def print_profiles(profiles: dict) -> dict:
+    """Print the mean profiles by scale degree, each scaled to its largest value."""
+    names = ["1", "b2", "2", "b3", "3", "4", "#4", "5", "b6", "6", "b7", "7"]
+    print("| mean chroma by degree of the stated key | clips | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * 12)
+    out = {}
+    for (source, mode), rows in sorted(profiles.items()):
+        v = torch.stack(rows).mean(0)
+        v = v / v.max()
+        out[f"{source} {mode}"] = [round(float(x), 3) for x in v]
+        print(f"| {source}, {mode} prompts | {len(rows)} | " + " | ".join(f"{float(x):.2f}" for x in v) + " |")
+    print()
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vocoder", default=None)
@@ -234,6 +277,12 @@ def main(argv=None) -> int:
     p.add_argument("--without-key-prior", action="store_true",
                    help="with a spectrogram --generator that has a key prior: do not add it back (what the network "
                         "makes by itself)")
+    p.add_argument("--fit-key-prior", action="store_true",
+                   help="with a spectrogram --generator trained without a key prior: fit one from the --corpus "
+                        "training split and add it at generation (the network untouched)")
+    p.add_argument("--chroma-profile", action="store_true",
+                   help="with --generator: also print the mean chroma of its outputs and of the prompts' corpus clips "
+                        "by scale degree of the stated key, major and minor prompts apart")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.vocoder is None and args.generator is None and args.text_gain is None and args.cascader is None:
@@ -278,6 +327,10 @@ def main(argv=None) -> int:
             wave = gen.stage_name == "waveform_generator"
             if then is not None and not wave:
                 p.error("--then follows a waveform generator")
+            if args.fit_key_prior:
+                if wave or gen.config.key_prior:
+                    p.error("--fit-key-prior needs a spectrogram generator without a key prior")
+                gen = with_fitted_key_prior(gen, args.corpus)
             if args.without_key_prior:
                 if wave or not gen.config.key_prior:
                     p.error("--without-key-prior needs a spectrogram generator with a key prior")
@@ -285,6 +338,7 @@ def main(argv=None) -> int:
             lm = None if wave else logmel_of(gen.config.mel)
             prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
             hits = {"key": 0, "tonic": 0, "mode": 0, "tempo": 0}
+            profiles: dict = {}
             t0 = time.time()
             for i, row in enumerate(prompts):
                 g = torch.Generator().manual_seed(i)
@@ -298,6 +352,11 @@ def main(argv=None) -> int:
                                        cfg_scale=args.cfg, generator=g)
                     audio = lm.invert(mel, n_iter=32, length=mel.shape[-1] * lm.hop_length)[0]
                 found = clip_attributes(audio, SR, {k: row[k] for k in ("bpm", "key", "mode")})
+                if args.chroma_profile:
+                    add_profile(profiles, "generated", row, audio, SR)
+                    ref = args.corpus / "audio" / f"{row['id']}.wav"
+                    if ref.is_file():
+                        add_profile(profiles, "corpus clip", row, load_audio(ref, sample_rate=SR, channels=1)[0][0], SR)
                 tonic = found["estimates"]["key"].split()[0]
                 hits["key"] += found["hits"]["key_acc"]
                 hits["tonic"] += key_match(f"{tonic} {row['mode']}", row["key"])
@@ -306,12 +365,15 @@ def main(argv=None) -> int:
             n = len(prompts)
             acc = {k: v / n for k, v in hits.items()}
             how = (f"through the waveform cascader {args.then}" if then is not None else "resampled to 16 kHz") if wave \
-                else "through Griffin-Lim" + (", without its key prior" if args.without_key_prior else "")
+                else "through Griffin-Lim" + (", without its key prior" if args.without_key_prior else "") + (
+                    ", with a key prior fitted to it afterwards" if args.fit_key_prior else "")
             print(f"### {gen.stage_name.replace('_', ' ').capitalize()} {how} ({n} prompts of {args.prompts}, "
                   f"{args.generator_steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s)\n")
             print("| key exact | tonic | mode | tempo within 6% |\n|---|---|---|---|")
             print(f"| {acc['key']:.3f} | {acc['tonic']:.3f} | {acc['mode']:.3f} | {acc['tempo']:.3f} |\n")
             report["generator"] = acc
+            if args.chroma_profile:
+                report["chroma_profile"] = print_profiles(profiles)
         if args.text_gain is not None:
             stage = stage_dir(args.text_gain, Path(tmp)).eval()
             rows = text_gain(stage, args.corpus, args.split, args.clips)
