@@ -535,7 +535,7 @@ class SpectrogramGenerator(_Generator):
 
     def __init__(self, config: SpectrogramGeneratorConfig | None = None, *, text_encoder=None):
         super().__init__(config, text_encoder=text_encoder)
-        if self.config.key_prior:  # float64 running means: exported as they are (buffers keep their dtype)
+        if self.config.key_prior:  # float64 means, fitted before training; exported as they are (buffers keep their dtype)
             self.register_buffer("key_prior_mean", torch.zeros(24, self.config.mel.n_mels, dtype=torch.float64))
             self.register_buffer("key_prior_count", torch.zeros(24, dtype=torch.float64))
 
