@@ -512,7 +512,8 @@ def test_init_from_warm_starts_matching_tensors_only(tmp_path, capsys):
 
 def test_init_from_an_exported_model_and_grown_input_channels(tmp_path, capsys):
     """An exported model directory (model.safetensors) warm-starts too; a weight with more input
-    channels than the source's keeps the source's channels and starts the new ones at zero."""
+    channels than the source's keeps the source's channels and starts the new ones at zero (or, with
+    train.init_grown=fresh, at the fresh model's random values)."""
     from safetensors.torch import load_file
 
     from tunecraft.train.export import export_checkpoint
@@ -539,6 +540,16 @@ def test_init_from_an_exported_model_and_grown_input_channels(tmp_path, capsys):
     for k in keys:
         torch.testing.assert_close(grown[k][:, :8].float(), source[k].float(), atol=1e-6, rtol=0)
         assert grown[k][:, 8:].abs().max() < 1e-6  # zero before the one step of lr 1e-9
+    # train.init_grown=fresh: the new channels keep the fresh model's random initialisation
+    fresh = tmp_path / "fresh"
+    train(fresh, f"train.init_from={exported}", *common, "task.hidden=12", "train.init_grown=fresh")
+    assert "with new fresh input channels" in capsys.readouterr().err
+    regrown = torch.load(next((fresh / "checkpoints").glob("step-*.pt")), weights_only=False)["model"]
+    for k in keys:
+        torch.testing.assert_close(regrown[k][:, :8].float(), source[k].float(), atol=1e-6, rtol=0)
+        assert regrown[k][:, 8:].abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="init_grown must be one of zero, fresh"):
+        train(tmp_path / "bad", f"train.init_from={exported}", *common, "train.init_grown=random")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match=r"train.init_from: .*model.safetensors is unreadable or corrupt"):

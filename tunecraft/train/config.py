@@ -12,6 +12,7 @@ SCHEDULES = ("cosine", "constant", "linear")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
+INIT_GROWN = ("zero", "fresh")
 
 
 @dataclasses.dataclass
@@ -54,9 +55,12 @@ class TrainConfig(Config):
     compile: bool = False
     # warm start of a fresh run: a training checkpoint, run directory or exported model directory
     # (model.safetensors) whose model tensors of the same name and shape are copied in (EMA weights
-    # when it kept them; a weight with more input channels keeps the source's and starts the rest at
-    # zero); ignored when resuming
+    # when it kept them; a weight with more input channels keeps the source's and starts the rest as
+    # init_grown says); ignored when resuming
     init_from: str = ""
+    # the extra input channels of a grown weight: "zero" (the warm start computes what the source
+    # did) or "fresh" (the new model's own random initialisation, as in a run from scratch)
+    init_grown: str = "zero"
     debug_dump_rank_weights: bool = False  # every rank writes its final weights to out_dir/debug/
 
     def __post_init__(self) -> None:
@@ -83,7 +87,8 @@ class TrainConfig(Config):
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name, choices in (
-            ("schedule", SCHEDULES), ("precision", PRECISIONS), ("strategy", STRATEGIES), ("device", DEVICES)
+            ("schedule", SCHEDULES), ("precision", PRECISIONS), ("strategy", STRATEGIES), ("device", DEVICES),
+            ("init_grown", INIT_GROWN),
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(

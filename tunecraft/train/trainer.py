@@ -46,7 +46,7 @@ from .tracking import NullLogger, RunLogger
 RESUMABLE_TRAIN_KEYS = frozenset({
     "steps", "max_steps_this_run", "out_dir", "log_every", "sample_every", "valid_every", "valid_batches",
     "ckpt_every", "keep_checkpoints", "num_workers", "compile", "debug_dump_rank_weights", "device",
-    "strategy", "init_from",
+    "strategy", "init_from", "init_grown",
 })
 
 
@@ -234,7 +234,7 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TunecraftError(f"{type(task).__name__}.build_model() must return an nn.Module")
         if resume_path is None and cfg.init_from:
-            self._init_from(model, cfg.init_from)
+            self._init_from(model, cfg.init_from, cfg.init_grown)
         model.to(env.device)
         find_unused = task.ddp_find_unused_parameters
         if env.strategy == "ddp" and not find_unused:
@@ -474,7 +474,7 @@ class Trainer:
         if changed:
             self._warn("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
-    def _init_from(self, model: nn.Module, source: str) -> None:
+    def _init_from(self, model: nn.Module, source: str, grown_init: str = "zero") -> None:
         """Copy the tensors of ``source``'s model (a checkpoint, a run directory, or an exported
         model directory with ``model.safetensors``) whose names and shapes match ``model``'s;
         report what was copied and what was not."""
@@ -496,10 +496,11 @@ class Trainer:
         matched = {k: v for k, v in weights.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
         # a convolution given more input channels (aligned conditioning appended after the old
         # ones): the old channels keep their weights and the new ones start at zero, so the warm
-        # start computes what the source did until training teaches it the new inputs
+        # start computes what the source did until training teaches it the new inputs, or keep
+        # the fresh model's random values ("fresh": zero weights may never be taken up)
         grown = {k: v for k, v in weights.items() if k in own and k not in matched and _grown_inputs(own[k], v)}
         for k, v in grown.items():
-            w = torch.zeros_like(own[k])
+            w = own[k].clone() if grown_init == "fresh" else torch.zeros_like(own[k])
             w[:, :v.shape[1]] = v.to(w.dtype)
             matched[k] = w
         if not matched:
@@ -510,7 +511,7 @@ class Trainer:
         task = state.get("task")
         report = f"initialised {len(matched)} of {len(own)} tensors from {path} (task {task!r})"
         if grown:
-            report += f"; {len(grown)} with new zero input channels ({', '.join(sorted(grown))})"
+            report += f"; {len(grown)} with new {grown_init} input channels ({', '.join(sorted(grown))})"
         if fresh:  # a partial warm start is worth a warning even in quiet runs
             self._warn(f"{report}; {fresh} keep their fresh values" + (
                 f", {len(reshaped)} of them differ in shape (e.g. {reshaped[0]})" if reshaped else ""))
