@@ -50,6 +50,13 @@ def _standard(profile: Sequence[float]) -> torch.Tensor:
 _TABLES = {"major": _standard(KK_MAJOR), "minor": _standard(KK_MINOR)}
 
 
+def _check_key(tonic, mode) -> int:
+    """``tonic`` as an int, or :class:`InvalidInput` unless it is 0-11 and ``mode`` a known mode."""
+    if mode not in _TABLES or isinstance(tonic, bool) or int(tonic) != tonic or not 0 <= tonic < 12:
+        raise InvalidInput(f"a key is a tonic 0-11 and 'major' or 'minor', got {tonic!r} {mode!r}")
+    return int(tonic)
+
+
 def key_profile(tonics: Sequence[Optional[int]], modes: Sequence[Optional[str]]) -> torch.Tensor:
     """``[B, 12]`` float32 profiles (pitch class 0 = C) of the keys ``tonics[b]`` (0-11)
     ``modes[b]`` (``"major"`` / ``"minor"``); a row of zeros where either is ``None``."""
@@ -59,9 +66,7 @@ def key_profile(tonics: Sequence[Optional[int]], modes: Sequence[Optional[str]])
     for b, (tonic, mode) in enumerate(zip(tonics, modes)):
         if tonic is None or mode is None:
             continue
-        if mode not in _TABLES or isinstance(tonic, bool) or int(tonic) != tonic or not 0 <= tonic < 12:
-            raise InvalidInput(f"a key is a tonic 0-11 and 'major' or 'minor', got {tonic!r} {mode!r}")
-        out[b] = torch.roll(_TABLES[mode], int(tonic))  # out[pc] = table[(pc - tonic) % 12]
+        out[b] = torch.roll(_TABLES[mode], _check_key(tonic, mode))  # out[pc] = table[(pc - tonic) % 12]
     return out.float()
 
 
@@ -106,9 +111,8 @@ def triad_features(tonics: Sequence[Optional[int]], modes: Sequence[Optional[str
             thirds.append(None)
             fifths.append(None)
             continue
-        if mode not in THIRDS or isinstance(tonic, bool) or int(tonic) != tonic or not 0 <= tonic < 12:
-            raise InvalidInput(f"a key is a tonic 0-11 and 'major' or 'minor', got {tonic!r} {mode!r}")
-        thirds.append(int(tonic) + THIRDS[mode])
-        fifths.append(int(tonic) + 7)
+        tonic = _check_key(tonic, mode)
+        thirds.append(tonic + THIRDS[mode])
+        fifths.append(tonic + 7)
     return torch.cat([tonic_features(thirds, octaves, positions_per_second, length, start),
                       tonic_features(fifths, octaves, positions_per_second, length, start)], dim=1)

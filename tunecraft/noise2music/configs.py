@@ -197,6 +197,19 @@ def _cpu_unet(**kw) -> UNet1DConfig:
     return UNet1DConfig(**{**_CPU_COMMON, **kw})
 
 
+#: the generators' key options: name, value when off, input channels per unit (a flag counts 1,
+#: a list of octaves its length)
+_KEY_OPTIONS = (("key_profile", False, 12), ("tonic_octaves", [], 2), ("triad_octaves", [], 4))
+
+
+def _aligned_width(beat_rates, options: dict) -> int:
+    """Aligned-conditioning channels of a beat clock with ``beat_rates`` ([sin, cos] per rate) and
+    the key options in ``options`` (name -> flag or octave list; absent ones are off)."""
+    return 2 * len(beat_rates) + sum(
+        per * (len(options[name]) if isinstance(options[name], (list, tuple)) else int(bool(options[name])))
+        for name, _, per in _KEY_OPTIONS if name in options)
+
+
 # ---------------------------------------------------------------------------------------- base
 @dataclass
 class StageConfig(Config):
@@ -287,8 +300,7 @@ class StageConfig(Config):
     def aligned_channels(self) -> int:
         """Channels of the text-derived aligned conditioning (generators): beat clock, key profile,
         tonic reference, triad reference."""
-        return (2 * len(self.beat_rates) + (12 if self.key_profile else 0) + 2 * len(self.tonic_octaves)
-                + 4 * len(self.triad_octaves))
+        return _aligned_width(self.beat_rates, {name: getattr(self, name) for name, _, _ in _KEY_OPTIONS})
 
     @property
     def uses_text(self) -> bool:
@@ -332,9 +344,6 @@ def _check_generator(config: StageConfig, positions_per_second: float) -> None:
                          f"{positions_per_second:g} positions per second")
 
 
-_KEY_OPTIONS = (("key_profile", False, 12), ("tonic_octaves", [], 2), ("triad_octaves", [], 4))
-
-
 def _without_newer_key_options(data: dict) -> dict:
     """A generator config written before some of its key options existed: where ``data`` lacks
     ``key_profile`` / ``tonic_octaves`` / ``triad_octaves`` and its U-Net's ``cond_channels``
@@ -347,17 +356,10 @@ def _without_newer_key_options(data: dict) -> dict:
     rates = data.get("beat_rates")
     if not isinstance(rates, (list, tuple)):
         return data  # not a stored config (those list their beat rates)
-    width = 2 * len(rates)
-    for name, _, per in _KEY_OPTIONS:
-        if name in data:
-            value = data[name]
-            if isinstance(value, (list, tuple)):
-                width += per * len(value)
-            elif isinstance(value, bool):
-                width += per * value
-            else:
-                return data  # let validation report it
-    if unet["cond_channels"] != width:
+    present = {name: data[name] for name, _, _ in _KEY_OPTIONS if name in data}
+    if not all(isinstance(v, (bool, list, tuple)) for v in present.values()):
+        return data  # let validation report it
+    if unet["cond_channels"] != _aligned_width(rates, present):
         return data
     return {**data, **{name: (list(off) if isinstance(off, list) else off) for name, off, _ in _KEY_OPTIONS
                        if name in missing}}

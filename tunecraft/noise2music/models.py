@@ -216,8 +216,18 @@ class DiffusionStage(nn.Module):
 
     def _output_offset(self, aligned: Mapping[str, Any]) -> torch.Tensor | None:
         """A deterministic signal the output is relative to: the diffusion models ``x0 - offset``
-        and generation adds it back (:class:`_ResidualStage`); ``None`` by default."""
+        and generation adds it back (:meth:`_with_offset`; the residual stages, a generator's key
+        prior); ``None`` by default."""
         return None
+
+    @staticmethod
+    def _with_offset(out: torch.Tensor, base: torch.Tensor | None, limit: float | None = 1.0) -> torch.Tensor:
+        """A sample of ``x0 - base`` brought back to ``x0``, clamped to ``[-limit, limit]`` (none
+        when ``limit`` is ``None``); ``out`` unchanged without an offset."""
+        if base is None:
+            return out
+        out = out + base.to(device=out.device, dtype=out.dtype)
+        return out if limit is None else out.clamp(-float(limit), float(limit))
 
     def _training_aligned(self, batch: Mapping[str, Any], x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """Aligned conditioning a training example derives from its caption (none by default)."""
@@ -500,12 +510,7 @@ class _Generator(DiffusionStage):
         if cond is not None:
             sampling = dict(sampling, cond=cond)
         out = self.sample(shape, text=texts, **sampling)
-        base = self._output_offset({"text": list(texts)})
-        if base is None:
-            return out
-        out = out + base.to(device=out.device, dtype=out.dtype)
-        clip = self.config.clip_x0
-        return out if clip is None else out.clamp(-float(clip), float(clip))
+        return self._with_offset(out, self._output_offset({"text": list(texts)}), self.config.clip_x0)
 
 
 class WaveformGenerator(_Generator):
@@ -632,8 +637,7 @@ class _ResidualStage(DiffusionStage):
                        generator: torch.Generator | None, **kw) -> torch.Tensor:
         """:meth:`sample` with the ``aligned`` inputs, plus the offset in residual mode."""
         out = self.sample(shape, generator=generator, **aligned, **kw)
-        base = self._output_offset(aligned)
-        return out if base is None else (out + base).clamp(-1.0, 1.0)
+        return self._with_offset(out, self._output_offset(aligned))
 
 
 # ---------------------------------------------------------------------------------------- cascaders

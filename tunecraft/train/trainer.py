@@ -474,7 +474,7 @@ class Trainer:
         if changed:
             self._warn("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
-    def _init_from(self, model: nn.Module, source: str, grown_init: str = "zero") -> None:
+    def _init_from(self, model: nn.Module, source: str, init_grown: str = "zero") -> None:
         """Copy the tensors of ``source``'s model (a checkpoint, a run directory, or an exported
         model directory with ``model.safetensors``) whose names and shapes match ``model``'s;
         report what was copied and what was not."""
@@ -500,7 +500,7 @@ class Trainer:
         # the fresh model's random values ("fresh": zero weights may never be taken up)
         grown = {k: v for k, v in weights.items() if k in own and k not in matched and _grown_inputs(own[k], v)}
         for k, v in grown.items():
-            w = own[k].clone() if grown_init == "fresh" else torch.zeros_like(own[k])
+            w = own[k].clone() if init_grown == "fresh" else torch.zeros_like(own[k])
             w[:, :v.shape[1]] = v.to(w.dtype)
             matched[k] = w
         if not matched:
@@ -511,7 +511,7 @@ class Trainer:
         task = state.get("task")
         report = f"initialised {len(matched)} of {len(own)} tensors from {path} (task {task!r})"
         if grown:
-            report += f"; {len(grown)} with new {grown_init} input channels ({', '.join(sorted(grown))})"
+            report += f"; {len(grown)} with new {init_grown} input channels ({', '.join(sorted(grown))})"
         if fresh:  # a partial warm start is worth a warning even in quiet runs
             self._warn(f"{report}; {fresh} keep their fresh values" + (
                 f", {len(reshaped)} of them differ in shape (e.g. {reshaped[0]})" if reshaped else ""))
