@@ -1133,3 +1133,107 @@ def test_stage_benchmark_cascader_check(stages, corpus, tmp_path, capsys):
         out = capsys.readouterr().out
         assert "Waveform generator" in out and "| key exact |" in out
         assert ("through the waveform cascader" in out) == bool(extra)
+
+
+def _chord_generator_config(**kw) -> WaveformGeneratorConfig:
+    """The tiny waveform generator with the chord reference in octave 4 (6 more aligned channels)."""
+    base = tiny_configs()["waveform_generator"]
+    return base.replace(chord_octaves=[4], unet=base.unet.replace(cond_channels=base.aligned_channels + 6), **kw)
+
+
+def test_chord_reference_config_plans_and_channels():
+    from tunecraft.modules.key import chord_features
+
+    cfg = _chord_generator_config()
+    assert cfg.aligned_channels == 10 and WaveformGeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"6 x len\(chord_octaves\) = 10, got 4"):
+        cfg.replace(unet=cfg.unet.replace(cond_channels=4))
+    # the highest chord tone is an augmented fifth above B: octave 5 (G6 = 1568 Hz) fits 3.2 kHz, 6 does not
+    cfg.replace(chord_octaves=[5])
+    with pytest.raises(ConfigError, match="chord_octaves up to 6 reach 3136 Hz, above half"):
+        cfg.replace(chord_octaves=[6])
+    for bad in ([4, 4], [4.0], "4"):
+        with pytest.raises(ConfigError, match="chord_octaves"):
+            cfg.replace(chord_octaves=bad)
+    with pytest.raises(ConfigError, match="only the generators"):
+        WaveformCascaderConfig(chord_octaves=[3])
+    assert WaveformGeneratorConfig.paper().chord_octaves == []
+    # a config stored before the option existed loads without it
+    stored = tiny_configs()["waveform_generator"].to_dict()
+    stored.pop("chord_octaves")
+    assert WaveformGeneratorConfig.from_dict(stored).chord_octaves == []
+
+    gen = perturb(WaveformGenerator(cfg), seed=3).eval()
+    texts = ["a bossa nova in A minor, 134 bpm", "no key here, 90 bpm", "a waltz in D major"]
+    plans = gen.harmony_plans(texts, 6.0, torch.Generator().manual_seed(0))
+    assert plans[1] is None and plans[0][0][1].startswith("Am") and plans[2][0][1] == "D"
+    assert plans == gen.harmony_plans(texts, 6.0, torch.Generator().manual_seed(0))
+    assert plans != gen.harmony_plans(texts, 6.0, torch.Generator().manual_seed(1))
+    beat = 60.0 / 110.0  # no tempo stated: 110 bpm, three beats to the bar in a waltz
+    assert all(abs(t / (3 * beat) - round(t / (3 * beat))) < 1e-2 for t, _ in plans[2])
+    cond = gen.prompt_aligned(texts, 640, offsets=[0.0, 0.0, 0.25], chords=plans)
+    assert cond.shape == (3, 10, 640)
+    torch.testing.assert_close(cond[:, 4:], chord_features([plans[0], None, plans[2]], [4], 3200.0, 640,
+                                                           [0.0, 0.0, 0.25]))
+    # a plan reaches the U-Net only where the prompt states its key (as at generation)
+    same = gen.prompt_aligned(texts, 640, chords=[plans[0], plans[0], plans[2]])
+    assert torch.count_nonzero(same[1, 4:]) == 0
+    with pytest.raises(InvalidInput, match="chord plans"):
+        gen.prompt_aligned(texts, 640, chords=plans[:2])
+    # training reads the clips' plans from the batch, and needs them
+    batch = {"x0": torch.zeros(3, 1, 64), "text": texts, "offset": torch.tensor([0.0, 0.0, 0.25], dtype=torch.float64),
+             "chords": plans}
+    torch.testing.assert_close(gen._training_aligned(batch, batch["x0"])["cond"],
+                               gen.prompt_aligned(texts, 64, offsets=[0.0, 0.0, 0.25], chords=plans))
+    with pytest.raises(InvalidInput, match="chord plans"):
+        gen._training_aligned({k: v for k, v in batch.items() if k != "chords"}, batch["x0"])
+    # generation draws the plans from its generator: seeded runs repeat, a given plan is followed
+    with torch.no_grad():
+        torch.nn.init.normal_(gen.unet.stem.weight)  # let the chord channels matter
+        a = gen.generate(texts[:1], 320, generator=torch.Generator().manual_seed(4))
+        b = gen.generate(texts[:1], 320, generator=torch.Generator().manual_seed(4))
+        assert torch.equal(a, b)
+        c = gen.generate(texts[:1], 320, chords=[[[0.0, "Eb"]]], generator=torch.Generator().manual_seed(4))
+        d = gen.generate(texts[:1], 320, chords=[[[0.0, "Eb"]]], generator=torch.Generator().manual_seed(4))
+        assert torch.equal(c, d) and not torch.allclose(a, c)
+
+
+def test_chord_generator_task_reads_the_sidecars_chords(corpus, tmp_path):
+    import dataclasses
+
+    from tunecraft.data import load_info
+    from tunecraft.noise2music.tasks import load_chord_plans
+    from tunecraft.train import get_task_class, run_recipe
+
+    cls = get_task_class("n2m-wave-generator")
+    model = _chord_generator_config()
+    data = cls.data_config_class(source=str(corpus), crop_seconds=0.2, valid_clips=2)
+    task = cls(cls.config_class(model=model), data)
+    ds = task.build_train_dataset()
+    item = ds[0]
+    info = load_info(ds.metas[0])
+    assert item["chords"] == [[float(t), name] for t, name in info["chords"]] and len(item["chords"]) >= 1
+    batch = task.collate([ds[0], ds[1]])
+    assert batch["chords"] == [ds[0]["chords"], ds[1]["chords"]]
+    # a sidecar whose chords are not a timed plan gives that file none, counted
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**info, "chords": [[0.0, "Q7"]]}))
+    meta = dataclasses.replace(ds.metas[0], info_path=str(bad))
+    with pytest.warns(UserWarning, match="ignoring the chords of 1 file"):
+        plans, n_bad = load_chord_plans([ds.metas[0], meta])
+    assert n_bad == 1 and plans[1] is None and plans[0] == item["chords"]
+    # two training steps, and the stage it exports keeps the option
+    task_cfg = {"name": "n2m-wave-generator", **cls.config_class(model=model, sample_steps=2,
+                                                                  sample_seconds=0.25).to_dict()}
+    train = dict(steps=2, batch_size=2, lr=1e-3, log_every=1, valid_every=2, valid_batches=1, sample_every=2,
+                 ckpt_every=2, ema_decay=0.5)
+    recipe = tmp_path / "chords.toml"
+    recipe.write_text(_toml(task_cfg, "task") + "\n" + _toml(data.to_dict(), "data") + "\n" + _toml(train, "train"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_recipe(str(recipe), out_dir=tmp_path / "run", quiet=True)
+    assert result.finished and math.isfinite(result.metrics["loss"])
+    stage = load_stage(result.export_dir)
+    assert stage.config.chord_octaves == [4]
+    out = stage.generate(["a song in G major, 100 bpm"], 320, steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, 320) and torch.isfinite(out).all()

@@ -59,6 +59,8 @@ __all__ = [
     "ComposerConfig",
     "Style",
     "compose",
+    "harmony_plan",
+    "style_in_text",
     "list_styles",
     "parse_key",
     "gm_name",
@@ -783,15 +785,7 @@ def compose(
     swing = float(rng.uniform(*st.swing)) if st.swing[1] > 0.5 else 0.5
     spb = 60.0 / tempo
     bar_s = spb * bpb
-    # full bars of music, then the final tonic chord in a (possibly partial) last bar
-    n_full = int(math.floor((float(duration) - 0.05) / bar_s))
-    final_beats = (float(duration) - n_full * bar_s) / spb
-    if n_full == 0:
-        n_bars, final_beats = 1, float(duration) / spb
-    elif final_beats >= 1.0:
-        n_bars, final_beats = n_full + 1, min(float(bpb), final_beats)
-    else:  # less than a beat left: the last full bar holds the final chord, ringing to the end
-        n_bars, final_beats = n_full, (float(duration) - (n_full - 1) * bar_s) / spb
+    n_bars, final_beats = _bar_grid(float(duration), spb, bpb)
 
     # ---- instrumentation --------------------------------------------------------------
     lead = _pick(rng, st.lead)
@@ -818,66 +812,7 @@ def compose(
     if st.name == "ballad" and bpb == 3:
         genre = _pick(rng, ("ballad", "piano waltz", "waltz"))
 
-    # ---- harmony plan -----------------------------------------------------------------
-    progs = st.minor if mode == "minor" else st.major
-    bridge_progs = st.bridge_minor if mode == "minor" else st.bridge_major
-    verse_prog = parse_progression(_pick(rng, progs))
-    chorus_prog = parse_progression(_pick(rng, progs)) if len(progs) > 1 else verse_prog
-    bridge_prog = parse_progression(_pick(rng, bridge_progs))
-    if st.name in ("jazz", "latin") and mode == "major" and rng.random() < 0.5:
-        # the tonic as a sixth chord (C6), as common in swing and bossa nova as Cmaj7
-        verse_prog, chorus_prog = ([[("I6" if c == "Imaj7" else c) for c in bar] for bar in prog]
-                                   for prog in (verse_prog, chorus_prog))
-    sections = _plan_sections(rng, n_bars, len(verse_prog))
-    if len(verse_prog) >= 12:
-        chorus_prog = verse_prog  # the blues form runs through every section
-    elif bpb == 4 and bar_s >= 3.2:
-        # slow 4/4: two chords per bar, so that a short clip still hears the whole progression
-        verse_prog, chorus_prog, bridge_prog = (_double_time_harmony(p) for p in (verse_prog, chorus_prog, bridge_prog))
-
-    cadence_pre = {"authentic": "V", "plagal": "IV", "rock": "bVII" if mode == "major" else "VII",
-                   "blues": "V7"}[st.cadence]
-    if mode == "minor":
-        cadence_pre = {"authentic": "V", "plagal": "iv", "rock": "VII", "blues": "V7"}[st.cadence]
-    tonic_sym = "i" if mode == "minor" else "I"
-    if st.cadence == "blues":
-        tonic_sym += "7"
-    elif verse_prog[0][0] in ("I6", "Imaj7", "i7") and st.name in ("jazz", "hiphop", "latin"):
-        tonic_sym = verse_prog[0][0]
-
-    bars: list[_Bar] = []
-    seen: dict[str, int] = {}
-    blues_pos = 0
-    for name, length in sections:
-        occ = seen.get(name, 0)
-        seen[name] = occ + 1
-        prog = {"chorus": chorus_prog, "bridge": bridge_prog}.get(name, verse_prog)
-        phrase_len = 4 if length >= 4 and (length % 4 == 0 or length > 6) else min(length, 2 if length < 4 else 4)
-        for j in range(length):
-            if len(prog) >= 12:
-                syms = prog[blues_pos % len(prog)]
-                blues_pos += 1
-            else:
-                syms = prog[j % len(prog)]
-            bars.append(_Bar(len(bars), name, occ, j, length, j % phrase_len, phrase_len, [], 0.0))
-            bars[-1].chords = [(k * bpb / len(syms), parse_roman(s, tonic, mode)) for k, s in enumerate(syms)]
-    # cadence: last bar tonic, bar before it the pre-cadence chord
-    bars[-1].chords = [(0.0, parse_roman(tonic_sym, tonic, mode))]
-    bars[-1].last_bar = True
-    bars[-1].beats = final_beats
-    if len(bars) >= 3:
-        pre = bars[-2]
-        sevenths = any("7" in c for bar in verse_prog for c in bar)
-        dom = "V7" if sevenths else "V"
-        if st.cadence == "authentic" and bpb == 4:
-            # subdominant then dominant (IV-V-I, or ii7-V7-I): the cadence that spells out the key
-            sub = ("iiø7" if mode == "minor" else "ii7") if sevenths else ("iv" if mode == "minor" else "IV")
-            pre.chords = [(0.0, parse_roman(sub, tonic, mode)), (2.0, parse_roman(dom, tonic, mode))]
-        elif len(pre.chords) == 1 or st.cadence != "authentic":
-            pre.chords = [(0.0, parse_roman(cadence_pre if st.cadence != "authentic" else dom, tonic, mode))]
-        else:
-            pre.chords[-1] = (pre.chords[-1][0], parse_roman(dom, tonic, mode))
-    bars[0].chords[0] = (0.0, parse_roman(verse_prog[0][0], tonic, mode))
+    verse_prog, sections, bars = _plan_harmony(rng, st, tonic, mode, bpb, bar_s, n_bars, final_beats)
 
     # ---- dynamics ---------------------------------------------------------------------
     for b in bars:
@@ -1008,6 +943,128 @@ def compose(
     }
     return Composition(parts, tempo, bpb, float(duration), meta)
 
+
+
+def _bar_grid(duration: float, spb: float, bpb: int) -> tuple[int, float]:
+    """``(n_bars, final_beats)`` of a piece of ``duration`` seconds: full bars of music, then the
+    final tonic chord in a (possibly partial) last bar of ``final_beats`` beats."""
+    bar_s = spb * bpb
+    n_full = int(math.floor((duration - 0.05) / bar_s))
+    final_beats = (duration - n_full * bar_s) / spb
+    if n_full == 0:
+        return 1, duration / spb
+    if final_beats >= 1.0:
+        return n_full + 1, min(float(bpb), final_beats)
+    # less than a beat left: the last full bar holds the final chord, ringing to the end
+    return n_full, (duration - (n_full - 1) * bar_s) / spb
+
+
+def _plan_harmony(rng: np.random.Generator, st: "Style", tonic: int, mode: str, bpb: int, bar_s: float, n_bars: int,
+                  final_beats: float) -> tuple[list[list[str]], list[tuple[str, int]], list["_Bar"]]:
+    """The harmony plan of a piece: ``(verse progression, sections, bars with their chords)``;
+    progressions drawn from the style's, phrases and sections laid out, the cadence written
+    (the tonic chord opens and closes every piece)."""
+    progs = st.minor if mode == "minor" else st.major
+    bridge_progs = st.bridge_minor if mode == "minor" else st.bridge_major
+    verse_prog = parse_progression(_pick(rng, progs))
+    chorus_prog = parse_progression(_pick(rng, progs)) if len(progs) > 1 else verse_prog
+    bridge_prog = parse_progression(_pick(rng, bridge_progs))
+    if st.name in ("jazz", "latin") and mode == "major" and rng.random() < 0.5:
+        # the tonic as a sixth chord (C6), as common in swing and bossa nova as Cmaj7
+        verse_prog, chorus_prog = ([[("I6" if c == "Imaj7" else c) for c in bar] for bar in prog]
+                                   for prog in (verse_prog, chorus_prog))
+    sections = _plan_sections(rng, n_bars, len(verse_prog))
+    if len(verse_prog) >= 12:
+        chorus_prog = verse_prog  # the blues form runs through every section
+    elif bpb == 4 and bar_s >= 3.2:
+        # slow 4/4: two chords per bar, so that a short clip still hears the whole progression
+        verse_prog, chorus_prog, bridge_prog = (_double_time_harmony(p) for p in (verse_prog, chorus_prog, bridge_prog))
+
+    cadence_pre = {"authentic": "V", "plagal": "IV", "rock": "bVII" if mode == "major" else "VII",
+                   "blues": "V7"}[st.cadence]
+    if mode == "minor":
+        cadence_pre = {"authentic": "V", "plagal": "iv", "rock": "VII", "blues": "V7"}[st.cadence]
+    tonic_sym = "i" if mode == "minor" else "I"
+    if st.cadence == "blues":
+        tonic_sym += "7"
+    elif verse_prog[0][0] in ("I6", "Imaj7", "i7") and st.name in ("jazz", "hiphop", "latin"):
+        tonic_sym = verse_prog[0][0]
+
+    bars: list[_Bar] = []
+    seen: dict[str, int] = {}
+    blues_pos = 0
+    for name, length in sections:
+        occ = seen.get(name, 0)
+        seen[name] = occ + 1
+        prog = {"chorus": chorus_prog, "bridge": bridge_prog}.get(name, verse_prog)
+        phrase_len = 4 if length >= 4 and (length % 4 == 0 or length > 6) else min(length, 2 if length < 4 else 4)
+        for j in range(length):
+            if len(prog) >= 12:
+                syms = prog[blues_pos % len(prog)]
+                blues_pos += 1
+            else:
+                syms = prog[j % len(prog)]
+            bars.append(_Bar(len(bars), name, occ, j, length, j % phrase_len, phrase_len, [], 0.0))
+            bars[-1].chords = [(k * bpb / len(syms), parse_roman(s, tonic, mode)) for k, s in enumerate(syms)]
+    # cadence: last bar tonic, bar before it the pre-cadence chord
+    bars[-1].chords = [(0.0, parse_roman(tonic_sym, tonic, mode))]
+    bars[-1].last_bar = True
+    bars[-1].beats = final_beats
+    if len(bars) >= 3:
+        pre = bars[-2]
+        sevenths = any("7" in c for bar in verse_prog for c in bar)
+        dom = "V7" if sevenths else "V"
+        if st.cadence == "authentic" and bpb == 4:
+            # subdominant then dominant (IV-V-I, or ii7-V7-I): the cadence that spells out the key
+            sub = ("iiø7" if mode == "minor" else "ii7") if sevenths else ("iv" if mode == "minor" else "IV")
+            pre.chords = [(0.0, parse_roman(sub, tonic, mode)), (2.0, parse_roman(dom, tonic, mode))]
+        elif len(pre.chords) == 1 or st.cadence != "authentic":
+            pre.chords = [(0.0, parse_roman(cadence_pre if st.cadence != "authentic" else dom, tonic, mode))]
+        else:
+            pre.chords[-1] = (pre.chords[-1][0], parse_roman(dom, tonic, mode))
+    bars[0].chords[0] = (0.0, parse_roman(verse_prog[0][0], tonic, mode))
+    return verse_prog, sections, bars
+
+
+def style_in_text(text: str | None) -> str | None:
+    """The composer style a prompt names (``"a smoky bossa nova in A minor"`` -> ``"latin"``): the
+    style whose name or genre words appear in it, longest phrase first; ``None`` when none does."""
+    if not text:
+        return None
+    low = " " + re.sub(r"[^a-z0-9&+-]+", " ", text.lower()) + " "
+    phrases = sorted({(g, name) for name, st in STYLES.items() for g in (name, *st.genres)},
+                     key=lambda gn: (-len(gn[0]), gn[0]))
+    for phrase, name in phrases:
+        if f" {phrase} " in low:
+            return name
+    return None
+
+
+def harmony_plan(tonic: int, mode: str, bpm: float, duration: float, *, style: str | None = None,
+                 beats_per_bar: int = 4, rng: np.random.Generator | int | None = None) -> list[list]:
+    """A chord plan for ``duration`` seconds in a key, drawn as :func:`compose` draws a piece's
+    harmony (the style's progressions, sections, the cadence; default style ``"pop"``):
+    ``[[start_seconds, chord_name], ...]`` like the ``chords`` of a corpus sidecar
+    (``[[0.0, "Am7"], [1.791, "Dm7"], ...]``; names of :meth:`Chord.name`). ``rng`` is a numpy
+    generator or a seed (default: fresh entropy)."""
+    if isinstance(tonic, bool) or not isinstance(tonic, (int, np.integer)) or not 0 <= int(tonic) < 12:
+        raise InvalidInput(f"tonic must be a pitch class 0-11, got {tonic!r}")
+    if mode not in SCALES:
+        raise InvalidInput(f"mode must be one of {sorted(SCALES)}, got {mode!r}")
+    if not isinstance(bpm, (int, float, np.number)) or not 20 <= float(bpm) <= 400:
+        raise InvalidInput(f"bpm must be between 20 and 400, got {bpm!r}")
+    if not isinstance(duration, (int, float, np.number)) or not 0 < float(duration) <= 3600:
+        raise InvalidInput(f"duration must be in (0, 3600] seconds, got {duration!r}")
+    if beats_per_bar not in (3, 4):
+        raise InvalidInput(f"beats_per_bar must be 3 or 4, got {beats_per_bar!r}")
+    if style is not None and style not in STYLES:
+        raise InvalidInput(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    st = STYLES[style or "pop"]
+    spb = 60.0 / float(bpm)
+    n_bars, final_beats = _bar_grid(float(duration), spb, beats_per_bar)
+    _, _, bars = _plan_harmony(rng, st, int(tonic), mode, beats_per_bar, spb * beats_per_bar, n_bars, final_beats)
+    return [[round((b.index * beats_per_bar + off) * spb, 3), ch.name()] for b in bars for off, ch in b.chords]
 
 def _double_time_harmony(prog: list[list[str]]) -> list[list[str]]:
     """``[[I], [V], [vi], [IV]]`` -> ``[[I, V], [vi, IV]]`` (bars of one chord only)."""

@@ -16,6 +16,10 @@ Two signals, both zero for a prompt that states no key (``"<tonic> major|minor"`
   in a major key, a minor third in a minor one) and its fifth: the tonic triad, which tells a
   major key from its parallel minor (the third) and from its relative minor (the fifth, C-E-G
   against A-C-E), the two confusions the tonic alone leaves open.
+* :func:`chord_features` - the same reference for the root, third and fifth of the chord sounding
+  at each position, from a timed chord plan (a corpus sidecar's ``chords`` in training,
+  :func:`tunecraft.data.composer.harmony_plan` in the stated key at generation): the harmony
+  over time, whose thirds carry the mode as the music does (i, iv and v in minor).
 
 Not in the Noise2Music paper (text only); used by its generators when ``key_profile`` /
 ``tonic_octaves`` / ``triad_octaves`` are set, and dropped with the text like the beat clock.
@@ -24,13 +28,15 @@ Not in the Noise2Music paper (text only); used by its generators when ``key_prof
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional, Sequence
 
 import torch
 
 from ..errors import InvalidInput
 
-__all__ = ["KK_MAJOR", "KK_MINOR", "THIRDS", "key_profile", "tonic_frequency", "tonic_features", "triad_features"]
+__all__ = ["KK_MAJOR", "KK_MINOR", "THIRDS", "key_profile", "tonic_frequency", "tonic_features", "triad_features", "chord_triad",
+           "chord_features"]
 
 #: Krumhansl-Kessler probe-tone profiles, pitch classes from the tonic upwards
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -116,3 +122,63 @@ def triad_features(tonics: Sequence[Optional[int]], modes: Sequence[Optional[str
         fifths.append(tonic + 7)
     return torch.cat([tonic_features(thirds, octaves, positions_per_second, length, start),
                       tonic_features(fifths, octaves, positions_per_second, length, start)], dim=1)
+
+
+_CHORD_NAME = re.compile(r"^([A-G])([#b]?)(.*)$")
+_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+#: semitones from the root to the third and the fifth, by chord-name suffix (the names
+#: :meth:`tunecraft.data.composer.Chord.name` writes; extensions leave the triad as it is)
+CHORD_TRIADS = {
+    "": (4, 7), "m": (3, 7), "7": (4, 7), "m7": (3, 7), "maj7": (4, 7), "m(maj7)": (3, 7), "9": (4, 7),
+    "m9": (3, 7), "6": (4, 7), "m6": (3, 7), "add9": (4, 7), "m(add9)": (3, 7), "dim": (3, 6), "dim7": (3, 6),
+    "m7b5": (3, 6), "aug": (4, 8), "sus4": (5, 7), "sus2": (2, 7),
+}
+
+
+def chord_triad(name: str) -> tuple[int, int, int]:
+    """Pitch classes ``(root, third, fifth)`` of a chord name (``"Am7"`` -> ``(9, 0, 4)``,
+    ``"Bm7b5"`` -> ``(11, 2, 5)``, ``"F#"`` -> ``(6, 10, 1)``; a sus chord's "third" is its 2nd or
+    4th); :class:`InvalidInput` for a name it does not know."""
+    m = _CHORD_NAME.match(name.strip()) if isinstance(name, str) else None
+    if m is None or m.group(3) not in CHORD_TRIADS:
+        raise InvalidInput(f"unknown chord name {name!r} (expected e.g. 'C', 'Am7', 'F#dim', 'Bbmaj7')")
+    root = (_PITCH[m.group(1)] + {"#": 1, "b": -1, "": 0}[m.group(2)]) % 12
+    third, fifth = CHORD_TRIADS[m.group(3)]
+    return root, (root + third) % 12, (root + fifth) % 12
+
+
+def chord_features(plans: Sequence[Optional[Sequence[Sequence]]], octaves: Sequence[int], positions_per_second: float,
+                   length: int, start: Sequence[float] | None = None) -> torch.Tensor:
+    """``[B, 6 len(octaves), length]`` float32: :func:`tonic_features` of the root, then the third,
+    then the fifth of the chord sounding at each position (``[sin..., cos...]`` per tone, each tone
+    in octave ``o`` at or above the root in octave ``o``) for outputs that start ``start[b]`` seconds
+    into their piece (default 0). ``plans[b]`` is a timed chord plan ``[[start_seconds, name], ...]``
+    (:func:`chord_triad` names, any order; the first chord also covers the time before it), or
+    ``None`` for a row of zeros. Phases are computed in float64 from the piece's start, so a tone
+    held across chords keeps its phase."""
+    starts = [0.0] * len(plans) if start is None else [float(s) for s in start]
+    if len(starts) != len(plans):
+        raise InvalidInput(f"chord_features: {len(plans)} plans but {len(starts)} start times")
+    rate = float(positions_per_second)
+    n = torch.arange(int(length), dtype=torch.float64)
+    octs = torch.tensor([int(o) for o in octaves], dtype=torch.float64).view(1, -1, 1)  # [1, O, 1]
+    out = torch.zeros(len(plans), 6 * len(octaves), int(length), dtype=torch.float64)
+    for b, plan in enumerate(plans):
+        if not plan:
+            continue
+        try:
+            pairs = [(float(t), name) for t, name in plan]
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"a chord plan is [[start_seconds, name], ...], got {plan!r:.80}") from e
+        timed = sorted((t, chord_triad(name)) for t, name in pairs)
+        times = torch.tensor([t for t, _ in timed], dtype=torch.float64)
+        tones = torch.tensor([list(tr) for _, tr in timed], dtype=torch.float64)  # [K, 3] root, third, fifth
+        t = starts[b] + n / rate
+        which = (torch.searchsorted(times, t, right=True) - 1).clamp(min=0)  # the chord sounding at t
+        pcs = tones[which].T.contiguous()  # [3, length]
+        # each tone at or above its chord's root: a third / fifth below the root moves up an octave
+        pcs[1:] = torch.where(pcs[1:] < pcs[:1], pcs[1:] + 12, pcs[1:])
+        freqs = 440.0 * torch.pow(2.0, (pcs.unsqueeze(1) - 9.0) / 12.0 + (octs - 4.0))  # [3, O, length]
+        angle = 2.0 * math.pi * torch.remainder(freqs * t, 1.0)
+        out[b] = torch.cat([torch.cat([torch.sin(a), torch.cos(a)], dim=0) for a in angle], dim=0)
+    return out.float()

@@ -188,6 +188,8 @@ CPU_BEAT_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
 CPU_TONIC_OCTAVES = (2, 3, 4)
 # octaves of its triad reference (thirds and fifths above C3-B4: D#3-F#5, 156-740 Hz)
 CPU_TRIAD_OCTAVES = (3, 4)
+# octaves of its chord reference (roots C3-B4 and the thirds and fifths above them: up to G5, 784 Hz)
+CPU_CHORD_OCTAVES = (3, 4)
 
 # CPU-sized U-Nets (see each config's docstring for the comparison with Table 8).
 _CPU_COMMON = dict(kernel_size=5, num_heads=4, norm_groups=8, embed_dim=128)
@@ -199,7 +201,8 @@ def _cpu_unet(**kw) -> UNet1DConfig:
 
 #: the generators' key options: name, value when off, input channels per unit (a flag counts 1,
 #: a list of octaves its length)
-_KEY_OPTIONS = (("key_profile", False, 12), ("tonic_octaves", [], 2), ("triad_octaves", [], 4))
+_KEY_OPTIONS = (("key_profile", False, 12), ("tonic_octaves", [], 2), ("triad_octaves", [], 4),
+                ("chord_octaves", [], 6))
 
 
 def _aligned_width(beat_rates, options: dict) -> int:
@@ -251,6 +254,13 @@ class StageConfig(Config):
     # tonic in each of these octaves giving the pitches above it, 4 channels per octave after the
     # tonic reference; below half the stage's position rate like tonic_octaves
     triad_octaves: list = field(default_factory=list)
+    # not in the paper (generators only; empty = off): [sin, cos] of the root, third and fifth of the
+    # chord sounding at each position, each in these octaves (6 channels per octave, after the triad
+    # reference), from a timed chord plan: the training clip's (its sidecar's ``chords``) and, at
+    # generation, one drawn in the stated key and tempo by the procedural composer's harmony
+    # grammar (tunecraft.data.composer.harmony_plan); zero without a stated key, dropped with the
+    # text; below half the stage's position rate like tonic_octaves
+    chord_octaves: list = field(default_factory=list)
 
     #: whether this stage makes music from text alone (the generators), so may take a beat clock
     _generator: ClassVar[bool] = False
@@ -277,16 +287,17 @@ class StageConfig(Config):
             raise ConfigError(f"{type(self).__name__}: only the generators take a beat clock (beat_rates)")
         if not isinstance(self.key_profile, bool):
             raise ConfigError(f"key_profile must be true or false, got {self.key_profile!r}")
-        for name in ("tonic_octaves", "triad_octaves"):
+        for name in ("tonic_octaves", "triad_octaves", "chord_octaves"):
             octaves = getattr(self, name)
             if not isinstance(octaves, (list, tuple)) or not all(
                     isinstance(o, int) and not isinstance(o, bool) and -1 <= o <= 9 for o in octaves) \
                     or len(set(octaves)) != len(octaves):
                 raise ConfigError(f"{name} must be a list of distinct octave numbers -1..9, got {octaves!r}")
             setattr(self, name, list(octaves))
-        if (self.key_profile or self.tonic_octaves or self.triad_octaves) and not self._generator:
+        if (self.key_profile or self.tonic_octaves or self.triad_octaves or self.chord_octaves) \
+                and not self._generator:
             raise ConfigError(f"{type(self).__name__}: only the generators take key conditioning "
-                              "(key_profile, tonic_octaves, triad_octaves)")
+                              "(key_profile, tonic_octaves, triad_octaves, chord_octaves)")
         self._check()
 
     def _check(self) -> None:  # stage-specific validation
@@ -299,7 +310,7 @@ class StageConfig(Config):
     @property
     def aligned_channels(self) -> int:
         """Channels of the text-derived aligned conditioning (generators): beat clock, key profile,
-        tonic reference, triad reference."""
+        tonic reference, triad reference, chord reference."""
         return _aligned_width(self.beat_rates, {name: getattr(self, name) for name, _, _ in _KEY_OPTIONS})
 
     @property
@@ -325,17 +336,19 @@ def _check_cascader(config: StageConfig, name: str, mono_note: str = "", no_text
 
 def _check_generator(config: StageConfig, positions_per_second: float) -> None:
     """A generator reads text and takes no aligned conditioning besides what its prompt states (beat
-    clock, key profile, tonic reference), whose frequencies fit its position rate."""
+    clock, key profile, tonic, triad and chord references), whose frequencies fit its position rate."""
     u = config.unet
     config._need(u.compressed_channels == 0, "a generator takes no compressed sequence")
     config._need(u.cond_channels == config.aligned_channels,
                  f"a generator's only aligned conditioning is what its prompt states: unet.cond_channels must be "
-                 f"2 x len(beat_rates) + 12 x key_profile + 2 x len(tonic_octaves) + 4 x len(triad_octaves) = "
+                 f"2 x len(beat_rates) + 12 x key_profile + 2 x len(tonic_octaves) + 4 x len(triad_octaves) "
+                 f"+ 6 x len(chord_octaves) = "
                  f"{config.aligned_channels}, "
                  f"got {u.cond_channels}")
     config._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
-    # the highest pitch class each reference reaches above its octave's C: B, and B's fifth (F#)
-    for name, highest in (("tonic_octaves", 11), ("triad_octaves", 11 + 7)):
+    # the highest pitch class each reference reaches above its octave's C: B, B's fifth (F#), the
+    # augmented fifth above B (G)
+    for name, highest in (("tonic_octaves", 11), ("triad_octaves", 11 + 7), ("chord_octaves", 11 + 8)):
         octaves = getattr(config, name)
         if octaves:
             top = tonic_frequency(highest, max(octaves))
@@ -346,7 +359,7 @@ def _check_generator(config: StageConfig, positions_per_second: float) -> None:
 
 def _without_newer_key_options(data: dict) -> dict:
     """A generator config written before some of its key options existed: where ``data`` lacks
-    ``key_profile`` / ``tonic_octaves`` / ``triad_octaves`` and its U-Net's ``cond_channels``
+    ``key_profile`` / ``tonic_octaves`` / ``triad_octaves`` / ``chord_octaves`` and its U-Net's ``cond_channels``
     count none of the missing ones (the beat clock and the options it has), those are off, as
     they were when it was written; otherwise ``data`` unchanged (the defaults apply)."""
     missing = [name for name, _, _ in _KEY_OPTIONS if name not in data]
@@ -418,6 +431,7 @@ class WaveformGeneratorConfig(StageConfig):
         kw.setdefault("key_profile", False)
         kw.setdefault("tonic_octaves", [])
         kw.setdefault("triad_octaves", [])
+        kw.setdefault("chord_octaves", [])
         return cls(unet=unet, sampling=_sampling(1000, 10.0, "front-heavy"), **kw)
 
 

@@ -25,6 +25,7 @@ names it. :func:`load_stage` loads any stage directory.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
@@ -51,7 +52,7 @@ from ..pretrained import (
     write_model_dir,
 )
 from ..modules.beat import beat_clock, beat_features
-from ..modules.key import key_profile, tonic_features, triad_features
+from ..modules.key import chord_features, key_profile, tonic_features, triad_features
 from ..text import TextConditioner, TextStates
 from ..text.attributes import parse_facts
 from .augment import augment_condition, noise_corrupt
@@ -80,6 +81,10 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _PIECEWISE_MIN_STEPS = max(len(FRONT_HEAVY), len(BACK_HEAVY))
+
+
+#: a prompt that asks for three beats to the bar
+_TRIPLE_METER = re.compile(r"\b3/4\b|\bthree-four\b|\bwaltz", re.IGNORECASE)
 
 
 def _floats(values: Sequence[float] | torch.Tensor) -> list[float]:
@@ -415,8 +420,10 @@ class _Generator(DiffusionStage):
     """A text -> music stage, with optional aligned conditioning drawn from what the prompt states
     (not in the paper): the beat clock of its tempo (``config.beat_rates``;
     :mod:`tunecraft.modules.beat`), its key's pitch-class profile (``config.key_profile``) and a
-    reference of its tonic's frequency (``config.tonic_octaves``) and of its triad's third and fifth
-    (``config.triad_octaves``; :mod:`tunecraft.modules.key`).
+    reference of its tonic's frequency (``config.tonic_octaves``), of its triad's third and fifth
+    (``config.triad_octaves``) and of the chord sounding at each position (``config.chord_octaves``;
+    :mod:`tunecraft.modules.key`), from a chord plan in the stated key: the training clip's own
+    (its sidecar's ``chords``), or at generation one drawn by :meth:`harmony_plans`.
 
     The facts come from :func:`~tunecraft.text.attributes.parse_facts`; their features at every
     output position, stacked in that order, are the U-Net's aligned conditioning
@@ -457,12 +464,46 @@ class _Generator(DiffusionStage):
         feats = beat_features(clock, torch.arange(int(length), dtype=torch.float64), cycles)  # [B, T, 2R]
         return feats.transpose(1, 2).contiguous().to(self.device)
 
+    @property
+    def has_chords(self) -> bool:
+        """Whether the U-Net takes the chord reference (``config.chord_octaves``)."""
+        return bool(self.config.chord_octaves)
+
+    def harmony_plans(self, texts: Sequence[str], seconds: float,
+                      generator: torch.Generator | None = None) -> list[list | None]:
+        """A chord plan ``[[start_seconds, chord_name], ...]`` of ``seconds`` for each prompt that
+        states a key (``None`` for the others), drawn by the procedural composer's harmony grammar
+        (:func:`tunecraft.data.composer.harmony_plan`, the grammar of the training corpus) in the
+        stated key, at the stated tempo (else the middle of the named style's range, else 110 bpm),
+        from the progressions of the style the prompt names (else pop's), in 3/4 where it says
+        "3/4", "three-four" or "waltz". The draws come from ``generator`` (default: torch's global
+        generator), one 62-bit seed per prompt, so a seeded generation is reproducible."""
+        from ..data.composer import STYLES, harmony_plan, style_in_text
+
+        plans: list[list | None] = []
+        for text in texts:
+            facts = parse_facts(text)
+            if facts.tonic is None or facts.mode not in ("major", "minor"):
+                plans.append(None)
+                continue
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator).item())
+            style = style_in_text(text)
+            bpm = facts.bpm if facts.bpm is not None else (sum(STYLES[style].bpm) / 2 if style else 110.0)
+            bpb = 3 if _TRIPLE_METER.search(text) else 4
+            plans.append(harmony_plan(int(facts.tonic), facts.mode, bpm, float(seconds), style=style,
+                                      beats_per_bar=bpb, rng=seed))
+        return plans
+
     def prompt_aligned(self, texts: Sequence[str], length: int,
-                       offsets: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor | None:
+                       offsets: Sequence[float] | torch.Tensor | None = None,
+                       chords: Sequence[Sequence | None] | None = None) -> torch.Tensor | None:
         """``[B, config.aligned_channels, length]``: the beat clock (:meth:`beat_clock`), then the
         stated key's profile (12 channels, constant), then the tonic reference (2 per octave), then
-        the triad reference (4 per octave: third, fifth), for
-        outputs that start ``offsets[b]`` seconds into their piece; ``None`` when the stage has none."""
+        the triad reference (4 per octave: third, fifth), then the chord reference (6 per octave:
+        root, third, fifth of ``chords[b]``, a timed plan per prompt; default: drawn by
+        :meth:`harmony_plans`), for outputs that start ``offsets[b]`` seconds into their piece;
+        zero for what a prompt does not state (no chords without a key); ``None`` when the stage
+        has none."""
         if not self.has_prompt_aligned:
             return None
         texts = list(texts)
@@ -470,7 +511,7 @@ class _Generator(DiffusionStage):
         clock = self.beat_clock(texts, length, offsets)
         if clock is not None:
             parts.append(clock)
-        if self.config.key_profile or self.config.tonic_octaves or self.config.triad_octaves:
+        if self.config.key_profile or self.config.tonic_octaves or self.config.triad_octaves or self.has_chords:
             facts = [parse_facts(t) for t in texts]
             tonics = [f.tonic for f in facts]  # parse_facts reads a tonic only with its mode
             modes = [f.mode for f in facts]
@@ -483,6 +524,17 @@ class _Generator(DiffusionStage):
                                             int(length), starts).to(self.device))
             if self.config.triad_octaves:
                 parts.append(triad_features(tonics, modes, self.config.triad_octaves, self.positions_per_second,
+                                            int(length), starts).to(self.device))
+            if self.has_chords:
+                if chords is None:
+                    first = 0.0 if starts is None else max(starts, default=0.0)
+                    chords = self.harmony_plans(texts, first + int(length) / self.positions_per_second)
+                if len(chords) != len(texts):
+                    raise InvalidInput(f"{len(texts)} prompts but {len(chords)} chord plans")
+                # a plan only where the prompt states the key it belongs to, as at generation
+                plans = [plan if t is not None and m is not None else None
+                         for plan, t, m in zip(chords, tonics, modes)]
+                parts.append(chord_features(plans, self.config.chord_octaves, self.positions_per_second,
                                             int(length), starts).to(self.device))
         return torch.cat(parts, dim=1).contiguous()
 
@@ -501,12 +553,20 @@ class _Generator(DiffusionStage):
     def _training_aligned(self, batch, x0):
         if not self.has_prompt_aligned:
             return {}
-        return {"cond": self.prompt_aligned([str(t) for t in batch["text"]], x0.shape[-1], batch.get("offset"))}
+        chords = batch.get("chords")
+        if self.has_chords and chords is None:
+            raise InvalidInput(f"the {self.stage_name} trains on the clips' chord plans: a batch needs 'chords' "
+                               "(a sidecar's timed chords per clip, None where it has none)")
+        return {"cond": self.prompt_aligned([str(t) for t in batch["text"]], x0.shape[-1], batch.get("offset"),
+                                            chords=chords)}
 
-    def _generate(self, texts: Sequence[str], shape: Sequence[int], sampling: dict) -> torch.Tensor:
+    def _generate(self, texts: Sequence[str], shape: Sequence[int], sampling: dict,
+                  chords: Sequence[Sequence | None] | None = None) -> torch.Tensor:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise InvalidPrompt("texts must be a list of strings")
-        cond = self.prompt_aligned(list(texts), shape[-1])
+        if self.has_chords and chords is None:
+            chords = self.harmony_plans(list(texts), shape[-1] / self.positions_per_second, sampling.get("generator"))
+        cond = self.prompt_aligned(list(texts), shape[-1], chords=chords)
         if cond is not None:
             sampling = dict(sampling, cond=cond)
         out = self.sample(shape, text=texts, **sampling)
@@ -525,9 +585,12 @@ class WaveformGenerator(_Generator):
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
-    def generate(self, texts: Sequence[str], length: int, **sampling) -> torch.Tensor:
-        """``[B, 1, length]`` low-fi audio for ``B`` prompts (``sampling``: see :meth:`sample`)."""
-        return self._generate(texts, (len(texts), 1, int(length)), sampling)
+    def generate(self, texts: Sequence[str], length: int, chords: Sequence[Sequence | None] | None = None,
+                 **sampling) -> torch.Tensor:
+        """``[B, 1, length]`` low-fi audio for ``B`` prompts (``sampling``: see :meth:`sample`);
+        ``chords``: a timed chord plan per prompt for a stage with the chord reference (default:
+        :meth:`harmony_plans` draws them from ``sampling["generator"]``)."""
+        return self._generate(texts, (len(texts), 1, int(length)), sampling, chords)
 
 
 class SpectrogramGenerator(_Generator):

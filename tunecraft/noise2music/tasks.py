@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
@@ -109,16 +110,55 @@ class StageClipDataset(CaptionedClipDataset):
     ``captions=None`` (stages without text) gives every item the empty caption."""
 
     def __init__(self, metas: List[Any], captions: Optional[List[List[str]]], segment: float, sample_rate: int,
-                 random: bool, prepare, seed: int = 0):
+                 random: bool, prepare, seed: int = 0, chords: Optional[List[Optional[list]]] = None):
         super().__init__(metas, captions if captions is not None else [[""]] * len(metas), segment, sample_rate,
                          random, seed)
         self.prepare = prepare
+        if chords is not None and len(chords) != len(self.metas):
+            raise InvalidInput(f"{len(self.metas)} files but {len(chords)} chord plans")
+        self.chords = chords
 
     def _load(self, index: int) -> Dict[str, Any]:
         item = super()._load(index)
         out = dict(self.prepare(item.pop("wav")))
         out.update(item)
+        if self.chords is not None:
+            out["chords"] = self.chords[index]
         return out
+
+
+def load_chord_plans(metas: List[Any]) -> Tuple[List[Optional[list]], int]:
+    """``(plans, n_bad)``: each file's timed chord plan ``[[start_seconds, name], ...]`` from its
+    sidecar's ``chords`` (what the procedural corpus writes), ``None`` for a file without one; a
+    plan that is not a list of ``[number, chord name]`` pairs is ``None`` too, counted in ``n_bad``
+    and reported once as a warning."""
+    from ..data import load_info
+    from ..modules.key import chord_triad
+
+    plans: List[Optional[list]] = []
+    bad: List[str] = []
+    for m in metas:
+        try:
+            raw = load_info(m).get("chords")
+        except InvalidInput:
+            raw = None
+        if raw is None:
+            plans.append(None)
+            continue
+        try:
+            plan = [[float(t), str(name)] for t, name in raw]
+            for t, name in plan:
+                chord_triad(name)
+                if not math.isfinite(t):
+                    raise ValueError(t)
+            plans.append(plan or None)
+        except (TypeError, ValueError, InvalidInput):
+            plans.append(None)
+            bad.append(str(getattr(m, "path", m)))
+    if bad:
+        warnings.warn(f"ignoring the chords of {len(bad)} file(s) that are not [[seconds, chord name], ...] "
+                      f"(first: {bad[0]})", stacklevel=2)
+    return plans, len(bad)
 
 
 def collate_examples(items: List[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -126,6 +166,8 @@ def collate_examples(items: List[Mapping[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for key, value in items[0].items():
         if key == "text":
+            out[key] = [it[key] for it in items]
+        elif key == "chords":
             out[key] = [it[key] for it in items]
         elif key == "index":
             out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
@@ -235,8 +277,9 @@ class _StageTask(TrainTask):
 
     def _dataset(self, metas, captions, random: bool) -> StageClipDataset:
         cls, cfg = self.stage_class, self.model_config
+        chords = load_chord_plans(metas)[0] if getattr(cfg, "chord_octaves", None) else None
         return StageClipDataset(metas, captions, self._segment(), cls.data_sample_rate(cfg), random,
-                                functools.partial(cls.prepare_example, cfg), seed=self.data.seed)
+                                functools.partial(cls.prepare_example, cfg), seed=self.data.seed, chords=chords)
 
     def build_train_dataset(self) -> StageClipDataset:
         metas, caps = self._items(self._split_source(self.data.train_split), "training data")
