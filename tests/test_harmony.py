@@ -112,3 +112,42 @@ def test_style_in_text():
     assert style_in_text("popular music") is None  # whole words only
     for name in STYLES:
         assert style_in_text(f"some {name} music") == name
+
+
+def test_chord_mel_templates_tell_chords_apart_and_follow_the_plan():
+    from tunecraft.modules.key import chord_mel_features, chord_mel_template
+
+    c, cm, a = (chord_mel_template(chord_triad(n)) for n in ("C", "Cm", "A"))
+    for tpl in (c, cm, a):
+        assert tpl.shape == (80,) and abs(tpl.mean().item()) < 1e-5 and tpl.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    assert not torch.allclose(c, cm, atol=0.1) and not torch.allclose(c, a, atol=0.1)
+    # what sets a differently voiced rendering of a chord apart (octaves 3-4 only, harmonics falling as
+    # 1/h^2, random phases; minus the mean over the 24 major and minor triads so rendered) is nearest,
+    # by correlation, to that chord's template
+    from tunecraft.audio import log_mel
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000.0
+
+    def rendered(triad):
+        wav = np.zeros_like(t)
+        for pc in triad:
+            for octave in (3, 4):
+                for h in range(1, 7):
+                    wav += np.sin(2 * np.pi * h * tonic_frequency(pc, octave) * t + rng.uniform(0, 2 * np.pi)) / h ** 2
+        mel = log_mel(torch.tensor(0.1 * wav / np.sqrt(np.mean(wav ** 2)), dtype=torch.float32)[None, None])
+        return mel.reshape(80, -1)[:, 5:-5].double().mean(dim=1)
+
+    common = torch.stack([rendered((r, (r + k) % 12, (r + 7) % 12)) for r in range(12) for k in (3, 4)]).mean(dim=0)
+    names = ("C", "Cm", "A", "Am", "F#", "Ebm", "G7", "Bdim")
+    templates = torch.stack([chord_mel_template(chord_triad(n)) for n in names]).double()
+    for i, name in enumerate(names):
+        prof = rendered(chord_triad(name)) - common
+        corr = templates @ ((prof - prof.mean()) / prof.std(unbiased=False)) / 80
+        assert int(corr.argmax()) == i, (name, corr)
+    # smaller settings give smaller templates; the cache keys on them
+    assert chord_mel_template(chord_triad("C"), n_mels=16, n_fft=512, win_length=400).shape == (16,)
+    feats = chord_mel_features([[[0.0, "C"], [1.0, "A"]], None], 100.0, 150, start=[0.5, 0.0])
+    assert feats.shape == (2, 80, 150) and torch.count_nonzero(feats[1]) == 0
+    torch.testing.assert_close(feats[0, :, :50], c[:, None].expand(-1, 50))  # 0.5-1.0 s: C
+    torch.testing.assert_close(feats[0, :, 50:], a[:, None].expand(-1, 100))  # from 1.0 s: A

@@ -1237,3 +1237,43 @@ def test_chord_generator_task_reads_the_sidecars_chords(corpus, tmp_path):
     assert stage.config.chord_octaves == [4]
     out = stage.generate(["a song in G major, 100 bpm"], 320, steps=2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, 320) and torch.isfinite(out).all()
+
+
+def test_spectrogram_generator_chord_mel_templates(corpus):
+    from tunecraft.modules.key import chord_mel_features
+    from tunecraft.train import get_task_class
+
+    base = tiny_configs()["spectrogram_generator"]
+    n_mels = base.mel.n_mels
+    cfg = base.replace(chord_mel=True, unet=base.unet.replace(cond_channels=base.aligned_channels + n_mels))
+    assert cfg.aligned_channels == n_mels and SpectrogramGeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=rf"mel.n_mels x chord_mel = {n_mels}, got 0"):
+        base.replace(chord_mel=True)
+    with pytest.raises(ConfigError, match="chord_mel must be true or false"):
+        base.replace(chord_mel=1, unet=base.unet.replace(cond_channels=n_mels))
+    assert not SpectrogramGeneratorConfig().chord_mel and not SpectrogramGeneratorConfig.paper().chord_mel
+    stored = base.to_dict()
+    stored.pop("chord_mel")
+    assert not SpectrogramGeneratorConfig.from_dict(stored).chord_mel  # written before the option: off
+
+    gen = perturb(SpectrogramGenerator(cfg), seed=2).eval()
+    assert gen.has_chords
+    texts = ["a jazz tune in Bb major, 150 bpm", "no key stated"]
+    plans = gen.harmony_plans(texts, 2.0, torch.Generator().manual_seed(0))
+    assert plans[1] is None and plans[0][0][1].startswith("Bb")
+    cond = gen.prompt_aligned(texts, 96, offsets=[0.5, 0.0], chords=plans)
+    mel = {k: v for k, v in cfg.mel.to_dict().items()}
+    torch.testing.assert_close(cond, chord_mel_features(plans, 100.0, 96, [0.5, 0.0], **mel))
+    with torch.no_grad():
+        torch.nn.init.normal_(gen.unet.stem.weight)
+        a = gen.generate(texts[:1], 32, generator=torch.Generator().manual_seed(1))
+        b = gen.generate(texts[:1], 32, generator=torch.Generator().manual_seed(1))
+        c = gen.generate(texts[:1], 32, chords=[[[0.0, "E"]]], generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    # its training task reads the clips' chords, and the loss runs on them
+    cls = get_task_class("n2m-spec-generator")
+    task = cls(cls.config_class(model=cfg), cls.data_config_class(source=str(corpus), crop_seconds=0.2))
+    batch = task.collate([task.build_train_dataset()[i] for i in range(2)])
+    assert all(isinstance(plan, list) and plan for plan in batch["chords"])
+    loss, _ = task.training_step(gen.train(), batch, 0)
+    assert torch.isfinite(loss)

@@ -20,6 +20,10 @@ Two signals, both zero for a prompt that states no key (``"<tonic> major|minor"`
   at each position, from a timed chord plan (a corpus sidecar's ``chords`` in training,
   :func:`tunecraft.data.composer.harmony_plan` in the stated key at generation): the harmony
   over time, whose thirds carry the mode as the music does (i, iv and v in minor).
+* :func:`chord_mel_features` - the chord plan for a spectrogram generator, whose 100 frames/s hold
+  no pitch reference: at every frame the log-mel of a steady rendering of the sounding chord
+  (root, third and fifth with their harmonics over four octaves), standardised over the mel bins,
+  in the generator's own mel coordinates.
 
 Not in the Noise2Music paper (text only); used by its generators when ``key_profile`` /
 ``tonic_octaves`` / ``triad_octaves`` are set, and dropped with the text like the beat clock.
@@ -27,6 +31,7 @@ Not in the Noise2Music paper (text only); used by its generators when ``key_prof
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Optional, Sequence
@@ -36,7 +41,7 @@ import torch
 from ..errors import InvalidInput
 
 __all__ = ["KK_MAJOR", "KK_MINOR", "THIRDS", "key_profile", "tonic_frequency", "tonic_features", "triad_features", "chord_triad",
-           "chord_features"]
+           "chord_features", "chord_mel_template", "chord_mel_features"]
 
 #: Krumhansl-Kessler probe-tone profiles, pitch classes from the tonic upwards
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -182,3 +187,82 @@ def chord_features(plans: Sequence[Optional[Sequence[Sequence]]], octaves: Seque
         angle = 2.0 * math.pi * torch.remainder(freqs * t, 1.0)
         out[b] = torch.cat([torch.cat([torch.sin(a), torch.cos(a)], dim=0) for a in angle], dim=0)
     return out.float()
+
+
+#: octaves of the tones :func:`chord_mel_template` renders: the root from the bass register up,
+#: the third and the fifth from the accompaniment's (C2 = 65 Hz ... the fifth above B5)
+_TEMPLATE_ROOT_OCTAVES = (2, 3, 4, 5)
+_TEMPLATE_UPPER_OCTAVES = (3, 4, 5)
+_TEMPLATE_HARMONICS = 8
+
+
+@functools.lru_cache(maxsize=64)
+def _rendered_log_mel(triad: tuple[int, int, int], settings: tuple) -> torch.Tensor:
+    """``[n_mels]`` float64 time-averaged log-mel of 0.5 s of the steady chord ``triad`` (see
+    :func:`chord_mel_template`); ``settings``: :func:`tunecraft.audio.log_mel`'s keyword items."""
+    from ..audio import log_mel
+
+    mel = dict(settings)
+    sample_rate, n_mels = int(mel["sample_rate"]), int(mel["n_mels"])
+    root, third, fifth = (int(p) % 12 for p in triad)
+    pitches = [(root, o) for o in _TEMPLATE_ROOT_OCTAVES]
+    for pc in (third, fifth):
+        pc = pc + 12 if pc < root else pc
+        pitches += [(pc, o) for o in _TEMPLATE_UPPER_OCTAVES]
+    n = sample_rate // 2
+    t = torch.arange(n, dtype=torch.float64) / float(sample_rate)
+    wav = torch.zeros(n, dtype=torch.float64)
+    for pc, octave in pitches:
+        f0 = tonic_frequency(pc, octave)
+        for h in range(1, _TEMPLATE_HARMONICS + 1):
+            if h * f0 < sample_rate / 2:
+                wav += torch.sin(2.0 * math.pi * h * f0 * t) / h
+    wav = 0.1 * wav / wav.pow(2).mean().sqrt()
+    frames = log_mel(wav.float()[None, None], **mel).reshape(n_mels, -1).double()
+    edge = max(1, (int(mel["win_length"]) // int(mel["hop_length"])) // 2 + 1)  # frames that see the padding
+    return frames[:, edge:-edge].mean(dim=1) if frames.shape[1] > 2 * edge else frames.mean(dim=1)
+
+
+@functools.lru_cache(maxsize=512)
+def chord_mel_template(triad: tuple[int, int, int], sample_rate: int = 16000, n_fft: int = 1024,
+                       hop_length: int = 160, win_length: int = 640, n_mels: int = 80, f_min: float = 0.0,
+                       f_max: float | None = None, min_db: float = -100.0, max_db: float = 20.0) -> torch.Tensor:
+    """``[n_mels]`` float32: what sets a chord's log-mel apart. The time-averaged log-mel
+    (:func:`tunecraft.audio.log_mel` with these settings) of 0.5 s of the steady chord - the
+    ``(root, third, fifth)`` pitch classes, the root in octaves 2-5 and the others in 3-5 (each at
+    or above the root of its octave), each tone with 8 harmonics at amplitude 1/h, at RMS 0.1 -
+    minus the mean of the same for the 24 major and minor triads (the spectral envelope every
+    rendering shares), standardised to mean 0 and standard deviation 1 over the bins. Cached."""
+    settings = tuple(sorted(dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+                                 n_mels=n_mels, f_min=f_min, f_max=f_max, min_db=min_db, max_db=max_db).items()))
+    common = torch.stack([_rendered_log_mel((r, (r + third) % 12, (r + 7) % 12), settings)
+                          for r in range(12) for third in (3, 4)]).mean(dim=0)
+    prof = _rendered_log_mel(tuple(int(p) % 12 for p in triad), settings) - common
+    std = prof.std(unbiased=False)
+    return ((prof - prof.mean()) / (std if std > 0 else 1.0)).float()
+
+
+def chord_mel_features(plans: Sequence[Optional[Sequence[Sequence]]], frames_per_second: float, length: int,
+                       start: Sequence[float] | None = None, **mel) -> torch.Tensor:
+    """``[B, n_mels, length]`` float32: at each frame the :func:`chord_mel_template` (``mel``: its
+    log-mel settings) of the chord ``plans[b]`` has sounding then (plans as :func:`chord_features`,
+    for outputs that start ``start[b]`` seconds into their piece); zero for a ``None`` plan."""
+    n_mels = int(mel.get("n_mels", 80))
+    starts = [0.0] * len(plans) if start is None else [float(s) for s in start]
+    if len(starts) != len(plans):
+        raise InvalidInput(f"chord_mel_features: {len(plans)} plans but {len(starts)} start times")
+    out = torch.zeros(len(plans), n_mels, int(length), dtype=torch.float32)
+    t_rel = torch.arange(int(length), dtype=torch.float64) / float(frames_per_second)
+    for b, plan in enumerate(plans):
+        if not plan:
+            continue
+        try:
+            pairs = [(float(t), name) for t, name in plan]
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"a chord plan is [[start_seconds, name], ...], got {plan!r:.80}") from e
+        timed = sorted((t, chord_triad(name)) for t, name in pairs)
+        times = torch.tensor([t for t, _ in timed], dtype=torch.float64)
+        table = torch.stack([chord_mel_template(tr, **mel) for _, tr in timed])  # [K, n_mels]
+        which = (torch.searchsorted(times, starts[b] + t_rel, right=True) - 1).clamp(min=0)
+        out[b] = table[which].T
+    return out

@@ -342,7 +342,7 @@ def _check_generator(config: StageConfig, positions_per_second: float) -> None:
     config._need(u.cond_channels == config.aligned_channels,
                  f"a generator's only aligned conditioning is what its prompt states: unet.cond_channels must be "
                  f"2 x len(beat_rates) + 12 x key_profile + 2 x len(tonic_octaves) + 4 x len(triad_octaves) "
-                 f"+ 6 x len(chord_octaves) = "
+                 f"+ 6 x len(chord_octaves){' + mel.n_mels x chord_mel' if hasattr(config, 'chord_mel') else ''} = "
                  f"{config.aligned_channels}, "
                  f"got {u.cond_channels}")
     config._need(u.text_dim > 0, "a generator is text-conditioned (unet.text_dim > 0)")
@@ -501,6 +501,12 @@ class SpectrogramGeneratorConfig(StageConfig):
     # stated key's prior, the training spectrograms' mean log-mel in that key minus their mean over
     # all keys (buffers, set from the training data before the first step), and generation adds it back
     key_prior: bool = False
+    # not in the paper (off): the mel template of the chord sounding at each frame (the time-averaged,
+    # standardised log-mel of a steady rendering of its root, third and fifth; tunecraft.modules.key),
+    # mel.n_mels channels after the key profile, from a timed chord plan as the waveform generator's
+    # chord_octaves (the clip's sidecar chords in training, a plan drawn in the stated key at
+    # generation); zero without a stated key, dropped with the text
+    chord_mel: bool = False
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
 
@@ -510,12 +516,19 @@ class SpectrogramGeneratorConfig(StageConfig):
     def from_dict(cls, data: dict) -> "SpectrogramGeneratorConfig":
         return super().from_dict(_without_newer_key_options(data))
 
+    @property
+    def aligned_channels(self) -> int:
+        """The beat clock and key channels of :class:`StageConfig`, then ``mel.n_mels`` for ``chord_mel``."""
+        return super().aligned_channels + (self.mel.n_mels if self.chord_mel is True else 0)
+
     def _check(self) -> None:
+        self._need(isinstance(self.chord_mel, bool), f"chord_mel must be true or false, got {self.chord_mel!r}")
         u = self.unet
         self._need(u.in_channels == self.mel.n_mels and u.output_channels == self.mel.n_mels,
                    f"in/out channels must equal mel.n_mels ({self.mel.n_mels})")
         _check_generator(self, self.mel.frame_rate)
         self._need(isinstance(self.key_prior, bool), f"key_prior must be true or false, got {self.key_prior!r}")
+        self._need(isinstance(self.chord_mel, bool), f"chord_mel must be true or false, got {self.chord_mel!r}")
         self._need(not self.spectral_loss_weight, "spectral_loss_weight is for waveform stages (this one makes log-mels)")
 
     @classmethod

@@ -52,7 +52,7 @@ from ..pretrained import (
     write_model_dir,
 )
 from ..modules.beat import beat_clock, beat_features
-from ..modules.key import chord_features, key_profile, tonic_features, triad_features
+from ..modules.key import chord_features, chord_mel_features, key_profile, tonic_features, triad_features
 from ..text import TextConditioner, TextStates
 from ..text.attributes import parse_facts
 from .augment import augment_condition, noise_corrupt
@@ -466,8 +466,9 @@ class _Generator(DiffusionStage):
 
     @property
     def has_chords(self) -> bool:
-        """Whether the U-Net takes the chord reference (``config.chord_octaves``)."""
-        return bool(self.config.chord_octaves)
+        """Whether the U-Net takes a chord plan: the chord reference (``config.chord_octaves``) or,
+        in a spectrogram generator, the chord's mel template (``config.chord_mel``)."""
+        return bool(self.config.chord_octaves) or bool(getattr(self.config, "chord_mel", False))
 
     def harmony_plans(self, texts: Sequence[str], seconds: float,
                       generator: torch.Generator | None = None) -> list[list | None]:
@@ -501,7 +502,8 @@ class _Generator(DiffusionStage):
         stated key's profile (12 channels, constant), then the tonic reference (2 per octave), then
         the triad reference (4 per octave: third, fifth), then the chord reference (6 per octave:
         root, third, fifth of ``chords[b]``, a timed plan per prompt; default: drawn by
-        :meth:`harmony_plans`), for outputs that start ``offsets[b]`` seconds into their piece;
+        :meth:`harmony_plans`), then the chords' mel templates (``n_mels``, spectrogram generators
+        with ``chord_mel``), for outputs that start ``offsets[b]`` seconds into their piece;
         zero for what a prompt does not state (no chords without a key); ``None`` when the stage
         has none."""
         if not self.has_prompt_aligned:
@@ -534,8 +536,12 @@ class _Generator(DiffusionStage):
                 # a plan only where the prompt states the key it belongs to, as at generation
                 plans = [plan if t is not None and m is not None else None
                          for plan, t, m in zip(chords, tonics, modes)]
-                parts.append(chord_features(plans, self.config.chord_octaves, self.positions_per_second,
-                                            int(length), starts).to(self.device))
+                if self.config.chord_octaves:
+                    parts.append(chord_features(plans, self.config.chord_octaves, self.positions_per_second,
+                                                int(length), starts).to(self.device))
+                if getattr(self.config, "chord_mel", False):
+                    parts.append(chord_mel_features(plans, self.positions_per_second, int(length), starts,
+                                                    **self.config.mel.to_dict()).to(self.device))
         return torch.cat(parts, dim=1).contiguous()
 
     def _text_aligned(self, cond, text, x, drop_text):
@@ -682,9 +688,11 @@ class SpectrogramGenerator(_Generator):
     def prepare_example(cls, config: SpectrogramGeneratorConfig, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"x0": mel_frames(wav[0], config.mel)}
 
-    def generate(self, texts: Sequence[str], frames: int, **sampling) -> torch.Tensor:
-        """``[B, n_mels, frames]`` spectrograms for ``B`` prompts."""
-        return self._generate(texts, (len(texts), self.config.mel.n_mels, int(frames)), sampling)
+    def generate(self, texts: Sequence[str], frames: int, chords: Sequence[Sequence | None] | None = None,
+                 **sampling) -> torch.Tensor:
+        """``[B, n_mels, frames]`` spectrograms for ``B`` prompts; ``chords`` as
+        :meth:`WaveformGenerator.generate` (for ``config.chord_mel``)."""
+        return self._generate(texts, (len(texts), self.config.mel.n_mels, int(frames)), sampling, chords)
 
 
 # ---------------------------------------------------------------------------------------- residual stages

@@ -277,7 +277,8 @@ class _StageTask(TrainTask):
 
     def _dataset(self, metas, captions, random: bool) -> StageClipDataset:
         cls, cfg = self.stage_class, self.model_config
-        chords = load_chord_plans(metas)[0] if getattr(cfg, "chord_octaves", None) else None
+        wants = bool(getattr(cfg, "chord_octaves", None)) or bool(getattr(cfg, "chord_mel", False))
+        chords = load_chord_plans(metas)[0] if wants else None
         return StageClipDataset(metas, captions, self._segment(), cls.data_sample_rate(cfg), random,
                                 functools.partial(cls.prepare_example, cfg), seed=self.data.seed, chords=chords)
 
