@@ -266,6 +266,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=16)
     p.add_argument("--generator-steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--step-schedule", default=None, help="the generator's step schedule (default: the stage's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--text-gain", default=None, metavar="STAGE")
     p.add_argument("--sr", "--cascader", dest="cascader", default=None, metavar="STAGE",
@@ -338,18 +339,19 @@ def main(argv=None) -> int:
             lm = None if wave else logmel_of(gen.config.mel)
             prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
             hits = {"key": 0, "tonic": 0, "mode": 0, "tempo": 0}
+            sched = {} if args.step_schedule is None else {"step_schedule": args.step_schedule}
             profiles: dict = {}
             t0 = time.time()
             for i, row in enumerate(prompts):
                 g = torch.Generator().manual_seed(i)
                 if wave:  # 3.2 kHz audio, scored at 16 kHz (resampled, or through the cascader)
                     low = gen.generate([row["prompt"]], 10 * gen.sample_rate, steps=args.generator_steps,
-                                       cfg_scale=args.cfg, generator=g)
+                                       cfg_scale=args.cfg, generator=g, **sched)
                     audio = (then.generate(low, [row["prompt"]], generator=g) if then is not None
                              else resample(low[0], gen.sample_rate, SR)[None])[0, 0]
                 else:  # log-mel inverted by Griffin-Lim
                     mel = gen.generate([row["prompt"]], frames=int(10 * lm.frame_rate), steps=args.generator_steps,
-                                       cfg_scale=args.cfg, generator=g)
+                                       cfg_scale=args.cfg, generator=g, **sched)
                     audio = lm.invert(mel, n_iter=32, length=mel.shape[-1] * lm.hop_length)[0]
                 found = clip_attributes(audio, SR, {k: row[k] for k in ("bpm", "key", "mode")})
                 if args.chroma_profile:
@@ -368,7 +370,8 @@ def main(argv=None) -> int:
                 else "through Griffin-Lim" + (", without its key prior" if args.without_key_prior else "") + (
                     ", with a key prior fitted to it afterwards" if args.fit_key_prior else "")
             print(f"### {gen.stage_name.replace('_', ' ').capitalize()} {how} ({n} prompts of {args.prompts}, "
-                  f"{args.generator_steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s)\n")
+                  f"{args.generator_steps} steps{'' if args.step_schedule is None else ' ' + args.step_schedule}, "
+                  f"CFG {args.cfg:g}, {time.time() - t0:.0f} s)\n")
             print("| key exact | tonic | mode | tempo within 6% |\n|---|---|---|---|")
             print(f"| {acc['key']:.3f} | {acc['tonic']:.3f} | {acc['mode']:.3f} | {acc['tempo']:.3f} |\n")
             report["generator"] = acc
