@@ -1277,3 +1277,32 @@ def test_spectrogram_generator_chord_mel_templates(corpus):
     assert all(isinstance(plan, list) and plan for plan in batch["chords"])
     loss, _ = task.training_step(gen.train(), batch, 0)
     assert torch.isfinite(loss)
+
+
+def test_pipeline_chord_plans_are_seeded_passed_and_kept(stages, tmp_path):
+    chordal = perturb(WaveformGenerator(_chord_generator_config()), seed=7).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(chordal.unet.stem.weight)  # let the chord channels matter
+    n2m = Noise2Music({**stages, "waveform_generator": chordal})
+    prompts = ["a bossa nova in A minor, 134 bpm", "no key at all"]
+    plans = n2m.harmony_plans(prompts, duration=2.0, seed=3, path="waveform")
+    assert plans[1] is None and plans[0][0][1].startswith("Am") and plans == n2m.harmony_plans(prompts, 2.0, 3, "waveform")
+    assert n2m.harmony_plans(prompts, 2.0, seed=3, path="spectrogram") is None  # that generator takes none
+    # the drawn plans are those of the seed; passing them gives the same audio, another plan other audio
+    a = n2m.generate_stages(prompts, duration=0.25, seed=3, path="waveform")
+    b = n2m.generate_stages(prompts, duration=0.25, seed=3, path="waveform",
+                            chords=n2m.harmony_plans(prompts, 0.25, 3, "waveform"))
+    c = n2m.generate_stages(prompts, duration=0.25, seed=3, path="waveform", chords=[[[0.0, "Eb"]], None])
+    assert torch.equal(a["sr_cascader"], b["sr_cascader"])
+    assert not torch.allclose(a["waveform_generator"][0], c["waveform_generator"][0])
+    assert torch.equal(a["waveform_generator"][1], c["waveform_generator"][1])  # no key stated: no plan read
+    keep = tmp_path / "keep"
+    n2m.generate(prompts, duration=0.25, seed=3, path="waveform", keep_stages=keep)
+    saved = json.loads((keep / "00_a_bossa_nova_in_a_minor_134_bpm_chords.json").read_text())
+    assert saved == {"prompt": prompts[0], "chords": n2m.harmony_plans(prompts, 0.25, 3, "waveform")[0]}
+    assert not list(keep.glob("01_*_chords.json"))
+    for bad, match in (([[[0.0, "Q"]], None], "chord name"), ([None], "one timed plan"), ("Am F", "one timed plan")):
+        with pytest.raises(InvalidInput, match=match):
+            n2m.generate(prompts, duration=0.25, seed=3, path="waveform", chords=bad)
+    with pytest.raises(InvalidInput, match="takes no chord plan"):
+        n2m.generate(prompts, duration=0.25, seed=3, path="spectrogram", chords=[None, None])

@@ -300,14 +300,24 @@ class Noise2Music(GenerationSystem):
         path: str | None = None,
         progress: bool = False,
         force: bool = False,
+        chords: Sequence[Sequence | None] | None = None,
         **sampling: Any,
     ) -> dict[str, torch.Tensor]:
         """Run the cascade and return every stage's output: ``{stage_name: tensor}`` in path order
         (3.2 kHz / 16 kHz / 24 kHz audio ``[B, 1, T]`` or a spectrogram ``[B, 80, F]``); the last one
-        is cropped to ``round(duration * 24000)`` samples. ``sampling``: see :meth:`stage_options`."""
+        is cropped to ``round(duration * 24000)`` samples. ``sampling``: see :meth:`stage_options`;
+        ``chords``: see :meth:`generate`."""
         descriptions = check_descriptions(descriptions)
         duration = check_duration(duration, force=force)
         path = self._check_path(path)
+        first = self.stages[PATHS[path][0]]
+        if chords is None:
+            chords = self.harmony_plans(descriptions, duration, seed=seed, path=path)
+        elif not getattr(first, "has_chords", False):
+            raise InvalidInput(f"the {path} path's generator takes no chord plan (its bundle has no chord conditioning)")
+        elif isinstance(chords, (str, bytes)) or len(chords) != len(descriptions):
+            raise InvalidInput(f"chords: one timed plan ([[seconds, chord name], ...] or None) per prompt, "
+                               f"{len(descriptions)} in all")
         unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
         if unknown:
             raise InvalidInput(f"unknown noise2music option(s): {', '.join(unknown)}")
@@ -325,19 +335,48 @@ class Noise2Music(GenerationSystem):
         common = {name: dict(generator=generator, progress=progress, desc=bars[name], **opts[name]) for name in names}
         s = self.stages
         out: dict[str, torch.Tensor] = {}
+        plan = {} if chords is None else {"chords": chords}
         if path == "waveform":
-            low = s["waveform_generator"].generate(descriptions, n, **common["waveform_generator"])
+            low = s["waveform_generator"].generate(descriptions, n, **plan, **common["waveform_generator"])
             out["waveform_generator"] = low
             mid = s["waveform_cascader"].generate(low, descriptions, **common["waveform_cascader"])
             out["waveform_cascader"] = mid
         else:
-            mel = s["spectrogram_generator"].generate(descriptions, n, **common["spectrogram_generator"])
+            mel = s["spectrogram_generator"].generate(descriptions, n, **plan, **common["spectrogram_generator"])
             out["spectrogram_generator"] = mel
             mid = s["spectrogram_vocoder"].generate(mel, **common["spectrogram_vocoder"])
             out["spectrogram_vocoder"] = mid
         high = s["sr_cascader"].generate(mid, **common["sr_cascader"])
         out["sr_cascader"] = high[..., :final]
         return {k: v.float().cpu() for k, v in out.items()}
+
+    @staticmethod
+    def _stem(prompts: Sequence[str], b: int) -> str:
+        """``[<item>_]<prompt slug>`` of prompt ``b`` (the item number when there are several)."""
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", prompts[b].strip()).strip("_").lower()[:40] or "clip"
+        return f"{b:02d}_{slug}" if len(prompts) > 1 else slug
+
+    def harmony_plans(self, descriptions: Sequence[str] | str, duration: float = 10.0, seed: int | None = None,
+                      path: str | None = None) -> list[list | None] | None:
+        """The chord plans the generator of ``path`` follows for these prompts and ``seed``: a timed
+        plan ``[[start_seconds, chord_name], ...]`` per prompt that states a key (``None`` for the
+        others; :meth:`~tunecraft.noise2music.models.WaveformGenerator.harmony_plans`), drawn from a
+        generator of their own seeded with ``seed`` (fresh entropy without one), so the plan of a
+        seed does not depend on the sampling; ``None`` when that generator takes no chord plan."""
+        descriptions = check_descriptions(descriptions)
+        path = self._check_path(path)
+        gen = self.stages[PATHS[path][0]]
+        if not getattr(gen, "has_chords", False):
+            return None
+        g = torch.Generator(device="cpu")
+        if seed is None:
+            g.seed()
+        else:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+                raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+            g.manual_seed(int(seed))
+        n, _ = self._lengths(path, check_duration(duration, force=True))
+        return gen.harmony_plans(descriptions, n / gen.positions_per_second, g)
 
     def _check_path(self, path: str | None) -> str:
         if path is None:
@@ -362,6 +401,7 @@ class Noise2Music(GenerationSystem):
         keep_stages: str | Path | None = None,
         step_schedule: str | Mapping[str, str] | None = None,
         eta: float | Mapping[str, float] | None = None,
+        chords: Sequence[Sequence | None] | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, int]:
         """Text to music: ``(wav [B, 1, round(duration * 24000)], 24000)``.
@@ -376,7 +416,12 @@ class Noise2Music(GenerationSystem):
             path: ``"waveform"`` or ``"spectrogram"`` (default: the bundle's ``default_path``).
             keep_stages: a directory to save every stage's output in (audio as ``.wav``, the
                 spectrogram as ``.npy`` ``[80, F]`` in [-1, 1]), named
-                ``[<item>_]<prompt slug>_<k>_<stage>[_<rate>hz]``.
+                ``[<item>_]<prompt slug>_<k>_<stage>[_<rate>hz]``, and the chord plan the
+                generator followed as ``[<item>_]<prompt slug>_chords.json``.
+            chords: for a generator with a chord plan (``chord_octaves`` / ``chord_mel``), the plan
+                of each prompt, ``[[start_seconds, chord_name], ...]`` (names like ``"Am7"``,
+                ``"F#"``, ``"Bbmaj7"``) or ``None``; default: :meth:`harmony_plans` draws them in
+                each stated key. A prompt that states no key gets none either way.
         """
         if kwargs:
             raise InvalidInput(f"unknown noise2music option(s): {', '.join(sorted(kwargs))}")
@@ -389,22 +434,32 @@ class Noise2Music(GenerationSystem):
             keep_dir = Path(keep_stages).expanduser()
             if keep_dir.exists() and not keep_dir.is_dir():
                 raise InvalidInput(f"--keep-stages must name a directory, {keep_dir} is a file")
+        if chords is None and keep_dir is not None:  # the plans drawn, to be kept with the stages
+            chords = self.harmony_plans(descriptions, check_duration(duration, force=force), seed=seed, path=path)
         outs = self.generate_stages(descriptions, duration, seed=seed, path=path, progress=progress, force=force,
-                                    cfg_scale=cfg_scale, steps=steps, step_schedule=step_schedule, eta=eta)
+                                    cfg_scale=cfg_scale, steps=steps, step_schedule=step_schedule, eta=eta,
+                                    chords=chords)
         if keep_dir is not None:
-            self._save_stages(keep_dir, outs, check_descriptions(descriptions))
+            self._save_stages(keep_dir, outs, check_descriptions(descriptions), chords)
         final = outs[PATHS[self._check_path(path)][-1]]
         return final.clamp(-1.0, 1.0), self.sample_rate
 
-    def _save_stages(self, directory: Path, outs: Mapping[str, torch.Tensor], prompts: Sequence[str]) -> list[Path]:
-        """Write each stage's output as ``[<item>_]<prompt slug>_<k>_<stage>[_<rate>hz].wav|.npy``."""
+    def _save_stages(self, directory: Path, outs: Mapping[str, torch.Tensor], prompts: Sequence[str],
+                     chords: Sequence[Sequence | None] | None = None) -> list[Path]:
+        """Write each stage's output as ``[<item>_]<prompt slug>_<k>_<stage>[_<rate>hz].wav|.npy``
+        and each prompt's chord plan (where it has one) as ``[<item>_]<prompt slug>_chords.json``."""
         directory.mkdir(parents=True, exist_ok=True)
         written = []
+        for b, plan in enumerate(chords or []):
+            if plan:
+                p = directory / f"{self._stem(prompts, b)}_chords.json"
+                p.write_text(json.dumps({"prompt": prompts[b], "chords": [[float(t), str(c)] for t, c in plan]},
+                                        indent=1) + "\n")
+                written.append(p)
         for k, (name, x) in enumerate(outs.items(), 1):
             stage = self.stages[name]
             for b in range(x.shape[0]):
-                slug = re.sub(r"[^A-Za-z0-9]+", "_", prompts[b].strip()).strip("_").lower()[:40] or "clip"
-                stem = f"{b:02d}_{slug}" if x.shape[0] > 1 else slug
+                stem = self._stem(prompts, b)
                 if name == "spectrogram_generator":
                     p = directory / f"{stem}_{k}_{name}.npy"
                     np.save(p, x[b].numpy())
