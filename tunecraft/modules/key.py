@@ -152,6 +152,19 @@ def chord_triad(name: str) -> tuple[int, int, int]:
     return root, (root + third) % 12, (root + fifth) % 12
 
 
+def _sounding(plan: Sequence[Sequence], t: torch.Tensor) -> tuple[list[tuple[int, int, int]], torch.Tensor]:
+    """``(triads, which)``: the :func:`chord_triad` of each chord of a timed ``plan`` (``[[start_seconds,
+    name], ...]``, any order) by start time, and the index of the one sounding at each time of ``t``
+    (seconds; the first chord also covers the time before it)."""
+    try:
+        pairs = [(float(start), name) for start, name in plan]
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"a chord plan is [[start_seconds, name], ...], got {plan!r:.80}") from e
+    timed = sorted((start, chord_triad(name)) for start, name in pairs)
+    times = torch.tensor([start for start, _ in timed], dtype=torch.float64)
+    return [tr for _, tr in timed], (torch.searchsorted(times, t, right=True) - 1).clamp(min=0)
+
+
 def chord_features(plans: Sequence[Optional[Sequence[Sequence]]], octaves: Sequence[int], positions_per_second: float,
                    length: int, start: Sequence[float] | None = None) -> torch.Tensor:
     """``[B, 6 len(octaves), length]`` float32: :func:`tonic_features` of the root, then the third,
@@ -171,16 +184,9 @@ def chord_features(plans: Sequence[Optional[Sequence[Sequence]]], octaves: Seque
     for b, plan in enumerate(plans):
         if not plan:
             continue
-        try:
-            pairs = [(float(t), name) for t, name in plan]
-        except (TypeError, ValueError) as e:
-            raise InvalidInput(f"a chord plan is [[start_seconds, name], ...], got {plan!r:.80}") from e
-        timed = sorted((t, chord_triad(name)) for t, name in pairs)
-        times = torch.tensor([t for t, _ in timed], dtype=torch.float64)
-        tones = torch.tensor([list(tr) for _, tr in timed], dtype=torch.float64)  # [K, 3] root, third, fifth
         t = starts[b] + n / rate
-        which = (torch.searchsorted(times, t, right=True) - 1).clamp(min=0)  # the chord sounding at t
-        pcs = tones[which].T.contiguous()  # [3, length]
+        triads, which = _sounding(plan, t)
+        pcs = torch.tensor(triads, dtype=torch.float64)[which].T.contiguous()  # [3, length]: root, third, fifth
         # each tone at or above its chord's root: a third / fifth below the root moves up an octave
         pcs[1:] = torch.where(pcs[1:] < pcs[:1], pcs[1:] + 12, pcs[1:])
         freqs = 440.0 * torch.pow(2.0, (pcs.unsqueeze(1) - 9.0) / 12.0 + (octs - 4.0))  # [3, O, length]
@@ -256,13 +262,6 @@ def chord_mel_features(plans: Sequence[Optional[Sequence[Sequence]]], frames_per
     for b, plan in enumerate(plans):
         if not plan:
             continue
-        try:
-            pairs = [(float(t), name) for t, name in plan]
-        except (TypeError, ValueError) as e:
-            raise InvalidInput(f"a chord plan is [[start_seconds, name], ...], got {plan!r:.80}") from e
-        timed = sorted((t, chord_triad(name)) for t, name in pairs)
-        times = torch.tensor([t for t, _ in timed], dtype=torch.float64)
-        table = torch.stack([chord_mel_template(tr, **mel) for _, tr in timed])  # [K, n_mels]
-        which = (torch.searchsorted(times, starts[b] + t_rel, right=True) - 1).clamp(min=0)
-        out[b] = table[which].T
+        triads, which = _sounding(plan, starts[b] + t_rel)
+        out[b] = torch.stack([chord_mel_template(tr, **mel) for tr in triads])[which].T  # [n_mels, length]
     return out
