@@ -93,6 +93,17 @@ def _check_sampling_table(table: Any, where: str, err: type[Exception]) -> dict[
     return out
 
 
+def _seeded(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (a non-negative integer), or from fresh entropy for ``None``."""
+    generator = torch.Generator(device="cpu")
+    if seed is None:
+        generator.seed()
+        return generator
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+    return generator.manual_seed(int(seed))
+
+
 class Noise2Music(GenerationSystem):
     """The Noise2Music cascade (module docstring). Build it from stages, or load a bundle with
     :meth:`from_pretrained`; :meth:`generate` returns ``(wav [B, 1, T] at 24 kHz, 24000)``."""
@@ -322,13 +333,7 @@ class Noise2Music(GenerationSystem):
         if unknown:
             raise InvalidInput(f"unknown noise2music option(s): {', '.join(unknown)}")
         opts = self.stage_options(path, **sampling)
-        generator = torch.Generator(device="cpu")
-        if seed is None:
-            generator.seed()
-        else:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
-            generator.manual_seed(int(seed))
+        generator = _seeded(seed)
         n, final = self._lengths(path, duration)
         names = PATHS[path]
         bars = {name: f"{_STAGE_TITLES[name]} ({i + 1}/3)" for i, name in enumerate(names)}
@@ -368,15 +373,8 @@ class Noise2Music(GenerationSystem):
         gen = self.stages[PATHS[path][0]]
         if not getattr(gen, "has_chords", False):
             return None
-        g = torch.Generator(device="cpu")
-        if seed is None:
-            g.seed()
-        else:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
-            g.manual_seed(int(seed))
         n, _ = self._lengths(path, check_duration(duration, force=True))
-        return gen.harmony_plans(descriptions, n / gen.positions_per_second, g)
+        return gen.harmony_plans(descriptions, n / gen.positions_per_second, _seeded(seed))
 
     def _check_path(self, path: str | None) -> str:
         if path is None:
