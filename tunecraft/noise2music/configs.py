@@ -357,12 +357,14 @@ def _check_generator(config: StageConfig, positions_per_second: float) -> None:
                          f"{positions_per_second:g} positions per second")
 
 
-def _without_newer_key_options(data: dict) -> dict:
+def _without_newer_key_options(data: dict, extra: tuple = ()) -> dict:
     """A generator config written before some of its key options existed: where ``data`` lacks
-    ``key_profile`` / ``tonic_octaves`` / ``triad_octaves`` / ``chord_octaves`` and its U-Net's ``cond_channels``
-    count none of the missing ones (the beat clock and the options it has), those are off, as
-    they were when it was written; otherwise ``data`` unchanged (the defaults apply)."""
-    missing = [name for name, _, _ in _KEY_OPTIONS if name not in data]
+    ``key_profile`` / ``tonic_octaves`` / ``triad_octaves`` / ``chord_octaves`` (or an ``extra``
+    option, ``(name, value when off, channels when on)``) and its U-Net's ``cond_channels`` count
+    none of the missing ones (the beat clock and the options it has), those are off, as they were
+    when it was written; otherwise ``data`` unchanged (the defaults apply)."""
+    options = _KEY_OPTIONS + tuple(extra)
+    missing = [name for name, _, _ in options if name not in data]
     unet = data.get("unet")
     if not missing or not isinstance(unet, dict) or "cond_channels" not in unet:
         return data
@@ -372,9 +374,15 @@ def _without_newer_key_options(data: dict) -> dict:
     present = {name: data[name] for name, _, _ in _KEY_OPTIONS if name in data}
     if not all(isinstance(v, (bool, list, tuple)) for v in present.values()):
         return data  # let validation report it
-    if unet["cond_channels"] != _aligned_width(rates, present):
+    width = _aligned_width(rates, present)
+    for name, _, channels in extra:
+        if name in data:
+            if not isinstance(data[name], bool):
+                return data
+            width += channels if data[name] else 0
+    if unet["cond_channels"] != width:
         return data
-    return {**data, **{name: (list(off) if isinstance(off, list) else off) for name, off, _ in _KEY_OPTIONS
+    return {**data, **{name: (list(off) if isinstance(off, list) else off) for name, off, _ in options
                        if name in missing}}
 
 
@@ -514,7 +522,10 @@ class SpectrogramGeneratorConfig(StageConfig):
 
     @classmethod
     def from_dict(cls, data: dict) -> "SpectrogramGeneratorConfig":
-        return super().from_dict(_without_newer_key_options(data))
+        mel = data.get("mel")
+        n_mels = mel.get("n_mels", MelConfig.n_mels) if isinstance(mel, dict) else MelConfig.n_mels
+        extra = (("chord_mel", False, n_mels),) if isinstance(n_mels, int) else ()
+        return super().from_dict(_without_newer_key_options(data, extra))
 
     @property
     def aligned_channels(self) -> int:
