@@ -57,7 +57,8 @@ def tiny_configs() -> dict:
             unet=UNet1DConfig(in_channels=1, cond_channels=4, text_dim=16, strides=[2, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[1, 2], **TINY),
             beat_rates=[1.0, 2.0], text_attributes=["bpm", "tonic", "mode"], key_profile=False, tonic_octaves=[],
-            triad_octaves=[], sampling=StageSampling(steps=3, cfg_scale=3.0, step_schedule="front-heavy")),
+            triad_octaves=[], chord_octaves=[], sampling=StageSampling(steps=3, cfg_scale=3.0,
+                                                                         step_schedule="front-heavy")),
         "waveform_cascader": WaveformCascaderConfig(
             unet=UNet1DConfig(in_channels=1, cond_channels=1, text_dim=16, strides=[2, 2, 2],
                               self_attention_levels=[], cross_attention_levels=[2], **TINY),
@@ -401,7 +402,7 @@ def test_training_loss_and_text_dropout(stages):
 
 def test_beat_clock_and_attribute_config_validation():
     u = dict(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[], cross_attention_levels=[2], **TINY)
-    nokey = dict(key_profile=False, tonic_octaves=[], triad_octaves=[])
+    nokey = dict(key_profile=False, tonic_octaves=[], triad_octaves=[], chord_octaves=[])
     ok = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=6, **u), beat_rates=[0.5, 1, 2], text_attributes=["mode"],
                                  **nokey)
     assert ok.beat_rates == [0.5, 1.0, 2.0] and ok.text_attributes == ["mode"]
@@ -492,38 +493,40 @@ def test_key_profile_and_tonic_reference():
 def test_generator_key_conditioning_config_and_channels():
     u = dict(in_channels=1, text_dim=16, strides=[2, 2, 2], self_attention_levels=[], cross_attention_levels=[2], **TINY)
     cfg = WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4 + 12 + 4 + 4, **u), beat_rates=[1.0, 2.0],
-                                  key_profile=True, tonic_octaves=[3, 4], triad_octaves=[4],
+                                  key_profile=True, tonic_octaves=[3, 4], triad_octaves=[4], chord_octaves=[],
                                   sampling=StageSampling(steps=2))
     assert cfg.aligned_channels == 24 and WaveformGeneratorConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="= 24, got 4"):
         WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4, **u), beat_rates=[1.0, 2.0],
-                                key_profile=True, tonic_octaves=[3, 4], triad_octaves=[4])
+                                key_profile=True, tonic_octaves=[3, 4], triad_octaves=[4], chord_octaves=[])
     for name in ("tonic_octaves", "triad_octaves"):
         for bad in ([3, 3], [3.5], "3", [True], [12]):
             with pytest.raises(ConfigError, match=name):
                 WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), **{name: bad})
+    nochords = dict(chord_octaves=[])
     with pytest.raises(ConfigError, match="tonic_octaves up to 7 reach 3951 Hz, above half"):  # B7 does not fit 3.2 kHz
         WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=2, **u), beat_rates=[], key_profile=False,
-                                tonic_octaves=[7], triad_octaves=[])
+                                tonic_octaves=[7], triad_octaves=[], **nochords)
     # the triad reaches a fifth above B: octave 5 (F#6 = 1480 Hz) fits 3.2 kHz, octave 6 (2960 Hz) does not
     WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4, **u), beat_rates=[], key_profile=False,
-                            tonic_octaves=[], triad_octaves=[5])
+                            tonic_octaves=[], triad_octaves=[5], **nochords)
     with pytest.raises(ConfigError, match="triad_octaves up to 6 reach 2960 Hz, above half"):
         WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=4, **u), beat_rates=[], key_profile=False,
-                                tonic_octaves=[], triad_octaves=[6])
+                                tonic_octaves=[], triad_octaves=[6], **nochords)
     with pytest.raises(ConfigError, match="above half"):  # a 100 frames/s spectrogram holds no tonic
         SpectrogramGeneratorConfig(mel=TINY_MEL, unet=UNet1DConfig(
             in_channels=16, cond_channels=2, text_dim=16, strides=[1, 2, 2], self_attention_levels=[],
             cross_attention_levels=[2], **TINY), beat_rates=[], key_profile=False, tonic_octaves=[2])
     with pytest.raises(ConfigError, match="key_profile must be"):
-        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=12, **u), beat_rates=[], key_profile=1)
+        WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=12, **u), beat_rates=[], key_profile=1, **nochords)
     with pytest.raises(ConfigError, match="only the generators"):
         SRCascaderConfig(key_profile=True)
     with pytest.raises(ConfigError, match="only the generators"):
         WaveformCascaderConfig(triad_octaves=[3])
     # the CPU defaults have the profile (and the waveform generator the tonic), the paper's configs neither
     assert WaveformGeneratorConfig().key_profile and WaveformGeneratorConfig().tonic_octaves == [2, 3, 4]
-    assert WaveformGeneratorConfig().triad_octaves == [3, 4]
+    assert WaveformGeneratorConfig().triad_octaves == [3, 4] and WaveformGeneratorConfig().chord_octaves == [3, 4]
+    assert not SpectrogramGeneratorConfig().chord_mel
     assert SpectrogramGeneratorConfig().key_profile and SpectrogramGeneratorConfig().tonic_octaves == []
     assert SpectrogramGeneratorConfig().triad_octaves == []
     for paper in (WaveformGeneratorConfig.paper(), SpectrogramGeneratorConfig.paper()):
@@ -532,19 +535,32 @@ def test_generator_key_conditioning_config_and_channels():
     # a config stored before an option existed loads with that option off when its U-Net has no room for it
     for cls in (WaveformGeneratorConfig, SpectrogramGeneratorConfig):
         stored = cls().to_dict()
-        for name in ("key_profile", "tonic_octaves", "triad_octaves"):
-            stored.pop(name)
+        for name in ("key_profile", "tonic_octaves", "triad_octaves", "chord_octaves", "chord_mel"):
+            stored.pop(name, None)
         stored["unet"]["cond_channels"] = 10  # the beat clock only (session 10's generators)
         old = cls.from_dict(stored)
-        assert not old.key_profile and old.tonic_octaves == old.triad_octaves == [] and old.aligned_channels == 10
+        assert not old.key_profile and old.tonic_octaves == old.triad_octaves == old.chord_octaves == []
+        assert old.aligned_channels == 10
     stored = WaveformGeneratorConfig().to_dict()
+    stored.pop("chord_octaves")
+    assert WaveformGeneratorConfig.from_dict(stored).chord_octaves == [3, 4]  # room for it: the default
+    stored["unet"]["cond_channels"] = 36  # session 12's waveform generator: no chord reference
+    assert WaveformGeneratorConfig.from_dict(stored).chord_octaves == []
     stored.pop("triad_octaves")
-    assert WaveformGeneratorConfig.from_dict(stored).triad_octaves == [3, 4]  # room for it: the default
-    stored["unet"]["cond_channels"] = 28  # session 11's waveform generator: no triad
-    assert WaveformGeneratorConfig.from_dict(stored).triad_octaves == []
-    stored["unet"]["cond_channels"] = 30  # neither: the mismatch is reported
-    with pytest.raises(ConfigError, match="= 36, got 30"):
+    stored["unet"]["cond_channels"] = 28  # session 11's: neither the triad nor the chords
+    old = WaveformGeneratorConfig.from_dict(stored)
+    assert old.triad_octaves == old.chord_octaves == [] and old.tonic_octaves == [2, 3, 4]
+    stored["unet"]["cond_channels"] = 30  # none of these: the mismatch is reported
+    with pytest.raises(ConfigError, match="= 48, got 30"):
         WaveformGeneratorConfig.from_dict(stored)
+    # the spectrogram generator's chord templates likewise (its stored configs before this option: 22 channels)
+    stored = SpectrogramGeneratorConfig(chord_mel=True, unet=SpectrogramGeneratorConfig().unet.replace(
+        cond_channels=102)).to_dict()
+    stored.pop("chord_mel")
+    with pytest.raises(ConfigError, match="= 22, got 102"):  # room for the templates, but the default is off
+        SpectrogramGeneratorConfig.from_dict(stored)
+    stored["unet"]["cond_channels"] = 22
+    assert not SpectrogramGeneratorConfig.from_dict(stored).chord_mel
 
     gen = perturb(WaveformGenerator(cfg), seed=5).eval()
     texts = ["a march in A minor, 120 bpm", "a waltz in D major", "no key, 90 bpm"]

@@ -398,14 +398,16 @@ class WaveformGeneratorConfig(StageConfig):
     v-prediction instead of epsilon (module docstring). Not in the paper: the prompt's tempo, tonic
     and mode as extra cross-attention tokens and the tempo's beat clock stacked with ``x_t``
     (``text_attributes``, ``beat_rates``; :meth:`paper` has neither); the key's profile and the
-    tonic's frequency in octaves 2-4 and its triad's third and fifth above the tonic in octaves 3-4
-    stacked likewise (``key_profile``, ``tonic_octaves``, ``triad_octaves``).
+    tonic's frequency in octaves 2-4, its triad's third and fifth above the tonic in octaves 3-4
+    and the root, third and fifth of the chord sounding at each position in octaves 3-4 (from a
+    chord plan) stacked likewise (``key_profile``, ``tonic_octaves``, ``triad_octaves``,
+    ``chord_octaves``).
     """
 
     sample_rate: int = 3200
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
         in_channels=1, cond_channels=2 * len(CPU_BEAT_RATES) + 12 + 2 * len(CPU_TONIC_OCTAVES)
-        + 4 * len(CPU_TRIAD_OCTAVES), text_dim=256,
+        + 4 * len(CPU_TRIAD_OCTAVES) + 6 * len(CPU_CHORD_OCTAVES), text_dim=256,
         channels=[32, 64, 128, 192],
         strides=[4, 4, 4, 4], blocks=[1, 1, 2, 2], stem_channels=16, self_attention_levels=[2, 3],
         cross_attention_levels=[2, 3]))
@@ -414,6 +416,7 @@ class WaveformGeneratorConfig(StageConfig):
     key_profile: bool = True
     tonic_octaves: list = field(default_factory=lambda: list(CPU_TONIC_OCTAVES))
     triad_octaves: list = field(default_factory=lambda: list(CPU_TRIAD_OCTAVES))
+    chord_octaves: list = field(default_factory=lambda: list(CPU_CHORD_OCTAVES))
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 10.0, "front-heavy"))
 
