@@ -17,7 +17,8 @@ upsampling artefacts (fs/4, fs/2 of a transposed-convolution stride 4). Generato
 (``--generator-steps``, CFG ``--cfg``, seed = row index) is inverted by Griffin-Lim (32 iterations)
 and scored against the prompt's targets (key exact, tonic, mode, tempo within 6%); with
 ``--chroma-profile`` also the mean chroma (the key estimator's) of the outputs and of the prompts'
-corpus clips by scale degree of the stated key, for major and minor prompts apart. A spectrogram
+corpus clips by scale degree of the stated key, for major and minor prompts apart, and their
+spectral flatness over 50-1500 Hz (near 0 for steady tones, 1 for white noise). A spectrogram
 generator with a key prior (``key_prior``) adds it back as generation does; ``--without-key-prior``
 leaves it out, to see what the network makes by itself.
 
@@ -234,6 +235,19 @@ def add_profile(profiles: dict, source: str, row: dict, audio: torch.Tensor, rat
     tonic, mode = _parse_key(row["key"])
     v = _chroma(_mono(audio.numpy(), rate)).mean(axis=1)
     profiles.setdefault((source, mode), []).append(torch.tensor(v).roll(-tonic))
+    profiles.setdefault(("flatness", source), []).append(spectral_flatness(audio, rate))
+
+
+def spectral_flatness(audio: torch.Tensor, rate: int, band: tuple[float, float] = (50.0, 1500.0)) -> float:
+    """Wiener entropy of the clip's long-term power spectrum (Welch, 4096-point segments) over
+    ``band`` (inside the 3.2 kHz generator's band): geometric over arithmetic mean, 1 for white
+    noise, near 0 for a few steady tones."""
+    import numpy as np
+    from scipy.signal import welch
+
+    f, p = welch(audio.double().numpy(), fs=rate, nperseg=4096)
+    p = p[(f >= band[0]) & (f <= band[1])] + 1e-20
+    return float(np.exp(np.mean(np.log(p))) / np.mean(p))
 
 
 def print_profiles(profiles: dict) -> dict:
@@ -243,10 +257,18 @@ def print_profiles(profiles: dict) -> dict:
     print("|---|---|" + "---|" * 12)
     out = {}
     for (source, mode), rows in sorted(profiles.items()):
+        if source == "flatness":
+            continue
         v = torch.stack(rows).mean(0)
         v = v / v.max()
         out[f"{source} {mode}"] = [round(float(x), 3) for x in v]
         print(f"| {source}, {mode} prompts | {len(rows)} | " + " | ".join(f"{float(x):.2f}" for x in v) + " |")
+    print()
+    print("| spectral flatness 50-1500 Hz | clips | mean | median |\n|---|---|---|---|")
+    for (kind, source), rows in sorted(profiles.items()):
+        if kind == "flatness":
+            out[f"flatness {source}"] = [round(float(x), 4) for x in rows]
+            print(f"| {source} | {len(rows)} | {sum(rows) / len(rows):.4f} | {sorted(rows)[len(rows) // 2]:.4f} |")
     print()
     return out
 

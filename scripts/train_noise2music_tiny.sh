@@ -2,13 +2,15 @@
 # The runs behind the shipped noise2music-tiny bundle (both paths + the SR cascader), with the flags
 # those runs used (README, Noise2Music section). Resumable: run it again after an interruption; each
 # stage goes on from its newest checkpoint and a finished stage returns at once.
-# About 5 h on 2 CPU cores, in three rounds of stages, those of a round side by side, one thread each:
+# About 6.5 h on 2 CPU cores, in four rounds of stages, those of a round side by side, one thread each:
 #   round 1 (~2 h): the spectrogram generator without key conditioning, the vocoder, the SR cascader;
 #   round 2 (~2 h): the spectrogram generator with the key profile, warm-started from round 1 (its
 #                   extra input channels start at zero: train.init_from), the waveform generator and
 #                   the waveform cascader;
 #   round 3 (~50 min): the waveform generator with the triad reference, warm-started from round 2
-#                   (its 8 new input channels start at zero).
+#                   (its 8 new input channels start at zero);
+#   round 4 (~85 min): the waveform generator with the chord reference, warm-started from round 3
+#                   (its 12 new input channels start at the fresh model's random values).
 #
 #   scripts/train_noise2music_tiny.sh [RUNS_DIR [BUNDLE_DIR]]
 #
@@ -55,19 +57,25 @@ wait
 train n2m-spec-generator "$RUNS/n2m-spec-generator-key" 2500 --set train.steps=2500 --set train.warmup_steps=200 \
   --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator" &
 train n2m-wave-generator "$RUNS/n2m-wave-generator" 3000 --set train.steps=3000 --set train.warmup_steps=300 \
-  --set data.crop_seconds=5.0 --set 'task.model.triad_octaves=[]' --set task.model.unet.cond_channels=28 &
+  --set data.crop_seconds=5.0 --set 'task.model.triad_octaves=[]' --set 'task.model.chord_octaves=[]' \
+  --set task.model.unet.cond_channels=28 &
 train n2m-wave-cascader "$RUNS/n2m-wave-cascader" 3000 --set train.steps=3000 --set train.warmup_steps=300 &
 wait
 # round 3 (the shipped run warm-started from the exported fp16 copy of round 2's waveform generator,
 # the waveform_generator of tunecraft/bundles/noise2music-tiny at commit 81f7bef)
 train n2m-wave-generator "$RUNS/n2m-wave-generator-triad" 2500 --set train.steps=2500 --set train.warmup_steps=200 \
-  --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator"
+  --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator" \
+  --set 'task.model.chord_octaves=[]' --set task.model.unet.cond_channels=36
+# round 4 (session 13: the shipped run warm-started from round 3's run directory, its step 2,500)
+train n2m-wave-generator "$RUNS/n2m-wave-chords" 5000 --set train.steps=5000 --set train.warmup_steps=100 \
+  --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator-triad" \
+  --set train.init_grown=fresh
 
 ckpt() { printf '%s/%s/checkpoints/step-%08d.pt' "$RUNS" "$1" "$2"; }
 tunecraft export "$(ckpt n2m-spec-generator-key 2500)" "$RUNS/export/spectrogram_generator"
 tunecraft export "$(ckpt n2m-vocoder 1000)" "$RUNS/export/spectrogram_vocoder"
 tunecraft export "$(ckpt n2m-sr-cascader 2000)" "$RUNS/export/sr_cascader"
-tunecraft export "$(ckpt n2m-wave-generator-triad 2500)" "$RUNS/export/waveform_generator"
+tunecraft export "$(ckpt n2m-wave-chords 5000)" "$RUNS/export/waveform_generator"
 tunecraft export "$(ckpt n2m-wave-cascader 3000)" "$RUNS/export/waveform_cascader"
 tunecraft assemble noise2music "$OUT" --stage spectrogram_generator="$RUNS/export/spectrogram_generator" \
   --stage spectrogram_vocoder="$RUNS/export/spectrogram_vocoder" --stage sr_cascader="$RUNS/export/sr_cascader" \
