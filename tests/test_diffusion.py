@@ -714,6 +714,24 @@ def test_guided_model_fn_batches_cond_and_uncond():
     assert calls == [2, 2]
     with pytest.raises(InvalidInput):
         guided_model_fn(model, 3.0, {"text": text}, {"cond": None})
+    # negation terms (fact guidance): uncond + w (cond - uncond) + s_f sum_i (cond - neg_i), in one pass
+    neg1 = TextStates(torch.randn(2, 3, 4), text.mask)
+    neg2 = TextStates(torch.randn(2, 3, 4), text.mask)
+    calls.clear()
+    got = guided_model_fn(model, 3.0, cond, uncond, negatives=[{"text": neg1}, {"text": neg2}], negative_scale=2.0)(x, t)
+    assert calls == [8]
+    c = model(x, t, text)
+    want = manual + 2.0 * (c - model(x, t, neg1)) + 2.0 * (c - model(x, t, neg2))
+    assert torch.allclose(got, want, atol=1e-6)
+    # a zero scale leaves the negatives out; bad scales and keys are refused
+    calls.clear()
+    assert torch.allclose(guided_model_fn(model, 3.0, cond, uncond, negatives=[{"text": neg1}], negative_scale=0.0)(x, t),
+                          manual)
+    assert calls == [4]
+    with pytest.raises(InvalidInput, match="negative_scale"):
+        guided_model_fn(model, 3.0, cond, uncond, negatives=[{"text": neg1}], negative_scale=-1.0)
+    with pytest.raises(InvalidInput, match="keys of cond"):
+        guided_model_fn(model, 3.0, cond, uncond, negatives=[{"cond": None}], negative_scale=1.0)
 
 
 def test_cat_batch_and_text_dropout_mask():

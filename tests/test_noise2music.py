@@ -1322,3 +1322,49 @@ def test_pipeline_chord_plans_are_seeded_passed_and_kept(stages, tmp_path):
             n2m.generate(prompts, duration=0.25, seed=3, path="waveform", chords=bad)
     with pytest.raises(InvalidInput, match="takes no chord plan"):
         n2m.generate(prompts, duration=0.25, seed=3, path="spectrogram", chords=[None, None])
+
+
+def test_generator_fact_guidance_swaps_the_mode_in_text_key_signals_and_chords(monkeypatch):
+    from tunecraft.modules.key import triad_features
+
+    base = _chord_generator_config()
+    cfg = base.replace(triad_octaves=[4], unet=base.unet.replace(cond_channels=base.aligned_channels + 4))
+    gen = perturb(WaveformGenerator(cfg), seed=11).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(gen.unet.stem.weight)
+    texts = ["a song in A minor, 100 bpm", "a song with no key, 100 bpm"]
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    plain = gen.generate(texts, 256, generator=g())
+    assert torch.equal(plain, gen.generate(texts, 256, generator=g(), fact_guidance=0.0))
+    guided = gen.generate(texts, 256, generator=g(), fact_guidance=2.0)
+    assert not torch.allclose(plain[0], guided[0])
+    torch.testing.assert_close(plain[1], guided[1])  # no mode stated: its negative is itself, the term zero
+    # what the negative branch is made of: the mode swapped in the text, the triad and the chord plan
+    seen = {}
+    original = DiffusionStage.sample
+
+    def spy(self, shape, **kw):
+        seen.update(kw)
+        return original(self, shape, **kw)
+
+    monkeypatch.setattr(DiffusionStage, "sample", spy)
+    gen.generate(texts, 256, generator=g(), fact_guidance=2.0)
+    neg = seen["negative"]
+    assert neg["text"] == ["a song in A major, 100 bpm", texts[1]]
+    torch.testing.assert_close(neg["cond"][:, 4:8], triad_features([9, None], ["major", None], [4], 3200.0, 256))
+    seeds = gen._plan_seeds(texts, g())
+    pos_plan, neg_plan = gen._plans(texts, 256 / 3200, seeds)[0], gen._plans(neg["text"], 256 / 3200, seeds)[0]
+    assert pos_plan[0][1].startswith("Am") and neg_plan[0][1].startswith("A") and not neg_plan[0][1].startswith("Am")
+    with pytest.raises(ConfigError, match="fact_guidance"):
+        StageSampling(fact_guidance=-1.0)
+    assert StageSampling().fact_guidance == 0.0
+
+
+def test_fact_guidance_through_the_pipeline(bundle):
+    n2m = load_system(str(bundle))
+    a, _ = n2m.generate(["calm piano in C major"], duration=0.25, seed=0, path="waveform")
+    b, _ = n2m.generate(["calm piano in C major"], duration=0.25, seed=0, path="waveform", fact_guidance=2.0)
+    assert a.shape == b.shape and not torch.equal(a, b)
+    with pytest.raises(InvalidInput, match="no fact guidance"):
+        n2m.generate(["calm piano in C major"], duration=0.25, seed=0, path="waveform",
+                     fact_guidance={"waveform_cascader": 1.0})

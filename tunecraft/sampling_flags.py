@@ -22,7 +22,8 @@ SAMPLING_FLAGS = (
     ("--top-k", "top_k", int, "sample among the k most likely tokens (musicgen; 0 = no limit)"),
     ("--top-p", "top_p", float, "nucleus sampling mass in [0, 1] (musicgen; 0 = off)"),
     ("--fact-guidance", "fact_guidance", float,
-     "guide away from the prompt with its stated mode swapped (major <-> minor), at this scale (musicgen; 0 = off)"),
+     "guide away from the prompt with its stated mode swapped (major <-> minor), at this scale "
+     "(musicgen; noise2music: the generator stage; 0 = off)"),
     ("--step-schedule", "step_schedule", str,
      "diffusion step schedule: uniform, front-heavy or back-heavy (noise2music: the generator stage)"),
     ("--eta", "eta", float, "diffusion sampler stochasticity in [0, 1]: 0 = DDIM, 1 = ancestral DDPM"),

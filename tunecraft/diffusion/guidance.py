@@ -15,7 +15,7 @@ U-Net's ``drop_text`` argument takes (it zeroes the cross-attention output for t
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -84,6 +84,8 @@ def guided_model_fn(
     uncond: Mapping[str, Any],
     *,
     batched: bool = True,
+    negatives: Sequence[Mapping[str, Any]] = (),
+    negative_scale: float = 0.0,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``model_fn(x, t)`` for the samplers that applies classifier-free guidance.
 
@@ -92,9 +94,22 @@ def guided_model_fn(
     ``{"drop_text": all_true}``). With ``batched=True`` both branches run as one ``[2B]`` pass
     (``x``, ``t`` and each kwarg concatenated with :func:`cat_batch`); otherwise as two passes,
     which halves peak memory. ``scale == 1`` (a float) runs the conditional branch only.
+
+    ``negatives`` (same keys) with ``negative_scale = s_f > 0`` add the negation term of composable
+    guidance (Liu et al. 2022): ``uncond + scale (cond - uncond) + s_f sum_i (cond - neg_i)``, every
+    branch in the one batched pass (``[(2 + N) B]``) - what tunecraft calls fact guidance when the
+    negatives are the prompt with a stated fact changed (:func:`tunecraft.text.counterfactual.guidance_negatives`).
     """
     if set(cond) != set(uncond):
         raise InvalidInput(f"cond and uncond need the same keys, got {sorted(cond)} and {sorted(uncond)}")
+    if not float(negative_scale) >= 0 or float(negative_scale) == float("inf"):
+        raise InvalidInput(f"negative_scale must be a finite number >= 0, got {negative_scale!r}")
+    negatives = list(negatives) if float(negative_scale) > 0 else []
+    for neg in negatives:
+        if set(neg) != set(cond):
+            raise InvalidInput(f"a negative needs the keys of cond {sorted(cond)}, got {sorted(neg)}")
+    if negatives:
+        return _with_negatives(model, scale, cond, uncond, negatives, float(negative_scale))
     no_guidance = not isinstance(scale, torch.Tensor) and float(scale) == 1.0
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -107,5 +122,30 @@ def guided_model_fn(
         kwargs = {k: cat_batch(cond[k], uncond[k]) for k in cond}
         c, u = split_batch(model(torch.cat([x, x], dim=0), tt, **kwargs), b)
         return cfg_combine(c, u, scale)
+
+    return fn
+
+
+def _with_negatives(model, scale, cond, uncond, negatives, negative_scale):
+    """:func:`guided_model_fn` with negation terms: ``[cond; uncond; neg_1; ...]`` as one pass."""
+    branches = [cond, uncond, *negatives]
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b, k = x.shape[0], len(branches)
+        kwargs = {}
+        for key in cond:
+            value = branches[0][key]
+            for br in branches[1:]:
+                value = cat_batch(value, br[key])
+            kwargs[key] = value
+        tt = t if t.dim() == 0 else t.repeat(k)
+        out = model(x.repeat(k, *([1] * (x.dim() - 1))), tt, **kwargs)
+        if out.shape[0] != k * b:
+            raise InvalidInput(f"expected {k} branches of {b}, got a batch of {out.shape[0]}")
+        c, u, *negs = out.split(b, dim=0)
+        guided = cfg_combine(c, u, scale)
+        for n in negs:
+            guided = guided + negative_scale * (c - n)
+        return guided
 
     return fn

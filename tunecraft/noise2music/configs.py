@@ -80,13 +80,16 @@ class StageSampling(Config):
     ``steps``: denoising steps; ``cfg_scale``: classifier-free guidance ``w`` (1 = none; only
     stages with text use it); ``step_schedule``: ``uniform``, ``front-heavy`` (more steps near
     ``t = 0``) or ``back-heavy`` (near ``t = 1``); ``eta``: stochasticity in [0, 1] (0 = DDIM,
-    1 = ancestral DDPM).
+    1 = ancestral DDPM); ``fact_guidance``: the generators' fact guidance ``s_f`` (0 = off; not
+    in the paper): ``uncond + w (cond - uncond) + s_f (cond - neg)`` with ``neg`` the prompt with
+    its stated mode swapped (and the key signals and chord plan of that mode), as MusicGen's LM.
     """
 
     steps: int = 50
     cfg_scale: float = 1.0
     step_schedule: str = "uniform"
     eta: float = 0.0
+    fact_guidance: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -100,6 +103,9 @@ class StageSampling(Config):
             )
         if not 0.0 <= float(self.eta) <= 1.0:
             raise ConfigError(f"eta (stochasticity) must be in [0, 1], got {self.eta!r}")
+        f = self.fact_guidance
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= float(f) < float("inf"):
+            raise ConfigError(f"fact_guidance must be a finite number >= 0, got {f!r}")
 
 
 @dataclass

@@ -55,6 +55,7 @@ from ..modules.beat import beat_clock, beat_features
 from ..modules.key import chord_features, chord_mel_features, key_profile, tonic_features, triad_features
 from ..text import TextConditioner, TextStates
 from ..text.attributes import parse_facts
+from ..text.counterfactual import guidance_negatives
 from .augment import augment_condition, noise_corrupt
 from .configs import (
     MelConfig,
@@ -314,10 +315,11 @@ class DiffusionStage(nn.Module):
         cfg_scale: float | None = None,
         step_schedule: str | None = None,
         eta: float | None = None,
+        fact_guidance: float | None = None,
     ) -> StageSampling:
         """This stage's default :class:`StageSampling` with the given (non-``None``) overrides."""
-        changes = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, step_schedule=step_schedule, eta=eta).items()
-                   if v is not None}
+        changes = {k: v for k, v in dict(steps=steps, cfg_scale=cfg_scale, step_schedule=step_schedule, eta=eta,
+                                         fact_guidance=fact_guidance).items() if v is not None}
         try:
             return self.config.sampling.replace(**changes)
         except ConfigError as e:
@@ -338,6 +340,8 @@ class DiffusionStage(nn.Module):
         generator: torch.Generator | None = None,
         progress: bool = False,
         desc: str | None = None,
+        fact_guidance: float | None = None,
+        negative: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         """Run the reverse process from ``t = 1`` to 0 and return ``x0 [B, C, T]`` (``shape``).
 
@@ -346,8 +350,11 @@ class DiffusionStage(nn.Module):
         ``cfg_scale != 1`` the conditional and text-dropped branches run as one doubled batch and
         are combined as ``w eps(x, c) + (1 - w) eps(x)``. ``generator`` seeds the initial noise
         and every stochastic step. ``progress`` shows a bar named ``desc`` on a terminal.
+        ``fact_guidance = s_f > 0`` adds ``s_f (eps(x, c) - eps(x, n))`` in the same batch, ``n`` the
+        ``negative`` condition (``{"text": ..., "cond": ...}``; the generators make it from the
+        prompt with its mode swapped).
         """
-        opts = self.sampling_options(steps, cfg_scale, step_schedule, eta)
+        opts = self.sampling_options(steps, cfg_scale, step_schedule, eta, fact_guidance)
         shape = tuple(int(d) for d in shape)
         device = self.device
         aligned: dict[str, torch.Tensor] = {}
@@ -368,10 +375,21 @@ class DiffusionStage(nn.Module):
         schedule_name = opts.step_schedule if opts.steps >= _PIECEWISE_MIN_STEPS else "uniform"
         sampler = DiffusionSampler(self.schedule, self.config.objective.parameterization, "ddim", eta=opts.eta,
                                    clip_x0=self.config.clip_x0, step_schedule=schedule_name)
-        if states is not None and float(opts.cfg_scale) != 1.0:
+        negatives = []
+        if float(opts.fact_guidance) > 0:
+            if states is None or negative is None:
+                raise InvalidInput(f"the {self.stage_name} has no fact guidance (the text generators have; "
+                                   "fact_guidance must be 0 here)")
+            neg_text = negative["text"]
+            neg_states = neg_text if isinstance(neg_text, TextStates) else self.encode_text(neg_text)
+            neg_aligned = {k: negative[k].to(device=device, dtype=torch.float32) for k in aligned}
+            negatives.append({"text": neg_states, "drop_text": torch.zeros(shape[0], dtype=torch.bool, device=device),
+                              **neg_aligned})
+        if states is not None and (float(opts.cfg_scale) != 1.0 or negatives):
             keep = torch.zeros(shape[0], dtype=torch.bool, device=device)
             fn = guided_model_fn(self, float(opts.cfg_scale), {"text": states, "drop_text": keep, **aligned},
-                                 {"text": states, "drop_text": ~keep, **aligned})
+                                 {"text": states, "drop_text": ~keep, **aligned}, negatives=negatives,
+                                 negative_scale=float(opts.fact_guidance))
         else:
             kw = dict(aligned, text=states) if states is not None else aligned
 
@@ -479,15 +497,29 @@ class _Generator(DiffusionStage):
         from the progressions of the style the prompt names (else pop's), in 3/4 where it says
         "3/4", "three-four" or "waltz". The draws come from ``generator`` (default: torch's global
         generator), one 62-bit seed per prompt, so a seeded generation is reproducible."""
+        return self._plans(texts, seconds, self._plan_seeds(texts, generator))
+
+    @staticmethod
+    def _plan_seeds(texts: Sequence[str], generator: torch.Generator | None) -> list[int | None]:
+        """One 62-bit seed from ``generator`` per prompt that states a key (``None`` for the others)."""
+        seeds: list[int | None] = []
+        for text in texts:
+            facts = parse_facts(text)
+            keyed = facts.tonic is not None and facts.mode in ("major", "minor")
+            seeds.append(int(torch.randint(0, 2 ** 62, (1,), generator=generator).item()) if keyed else None)
+        return seeds
+
+    @staticmethod
+    def _plans(texts: Sequence[str], seconds: float, seeds: Sequence[int | None]) -> list[list | None]:
+        """The plans of :meth:`harmony_plans` from per-prompt seeds (``None``: no plan)."""
         from ..data.composer import STYLES, harmony_plan, style_in_text
 
         plans: list[list | None] = []
-        for text in texts:
+        for text, seed in zip(texts, seeds):
             facts = parse_facts(text)
-            if facts.tonic is None or facts.mode not in ("major", "minor"):
+            if seed is None or facts.tonic is None or facts.mode not in ("major", "minor"):
                 plans.append(None)
                 continue
-            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator).item())
             style = style_in_text(text)
             bpm = facts.bpm if facts.bpm is not None else (sum(STYLES[style].bpm) / 2 if style else 110.0)
             bpb = 3 if _TRIPLE_METER.search(text) else 4
@@ -570,11 +602,31 @@ class _Generator(DiffusionStage):
                   chords: Sequence[Sequence | None] | None = None) -> torch.Tensor:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise InvalidPrompt("texts must be a list of strings")
+        texts = list(texts)
+        seconds = shape[-1] / self.positions_per_second
+        seeds = None
         if self.has_chords and chords is None:
-            chords = self.harmony_plans(list(texts), shape[-1] / self.positions_per_second, sampling.get("generator"))
-        cond = self.prompt_aligned(list(texts), shape[-1], chords=chords)
+            seeds = self._plan_seeds(texts, sampling.get("generator"))
+            chords = self._plans(texts, seconds, seeds)
+        cond = self.prompt_aligned(texts, shape[-1], chords=chords)
         if cond is not None:
             sampling = dict(sampling, cond=cond)
+        fact = sampling.get("fact_guidance")
+        if float(self.config.sampling.fact_guidance if fact is None else fact) > 0:
+            # the negative: the prompt with its mode swapped, with that mode's key signals and a chord
+            # plan drawn from the same seeds (the plan of the other mode); unchanged for a prompt
+            # that states no mode, whose term is then zero
+            negs = guidance_negatives(texts, (("mode", None),))
+            neg_texts = negs[0] if negs else texts
+            neg = {"text": neg_texts}
+            if cond is not None:
+                neg_chords = None
+                if self.has_chords:
+                    if seeds is None:
+                        seeds = self._plan_seeds(texts, sampling.get("generator"))
+                    neg_chords = self._plans(neg_texts, seconds, seeds)
+                neg["cond"] = self.prompt_aligned(neg_texts, shape[-1], chords=neg_chords)
+            sampling = dict(sampling, negative=neg)
         out = self.sample(shape, text=texts, **sampling)
         return self._with_offset(out, self._output_offset({"text": list(texts)}), self.config.clip_x0)
 

@@ -66,7 +66,7 @@ PATHS: dict[str, tuple[str, str, str]] = {
     "waveform": ("waveform_generator", "waveform_cascader", "sr_cascader"),
     "spectrogram": ("spectrogram_generator", "spectrogram_vocoder", "sr_cascader"),
 }
-SAMPLING_KEYS = ("steps", "cfg_scale", "step_schedule", "eta")
+SAMPLING_KEYS = ("steps", "cfg_scale", "step_schedule", "eta", "fact_guidance")
 _BUNDLE_KEYS = {"system", "format_version", "tunecraft_version", "default_path", "stages", "sampling", "description",
                 "default"}
 _STAGE_TITLES = {
@@ -400,6 +400,7 @@ class Noise2Music(GenerationSystem):
         step_schedule: str | Mapping[str, str] | None = None,
         eta: float | Mapping[str, float] | None = None,
         chords: Sequence[Sequence | None] | None = None,
+        fact_guidance: float | Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, int]:
         """Text to music: ``(wav [B, 1, round(duration * 24000)], 24000)``.
@@ -408,8 +409,10 @@ class Noise2Music(GenerationSystem):
             descriptions: one prompt or a list of ``B`` prompts (non-empty).
             duration: seconds (> 0; over 600 s needs ``force=True``).
             seed: non-negative integer; the same seed gives bit-identical audio.
-            cfg_scale, steps, step_schedule, eta: sampling overrides - a scalar sets the generator
-                stage, a mapping ``{stage_name: value}`` any stage of the path (module docstring).
+            cfg_scale, steps, step_schedule, eta, fact_guidance: sampling overrides - a scalar sets
+                the generator stage, a mapping ``{stage_name: value}`` any stage of the path (module
+                docstring); ``fact_guidance`` (generators only, 0 = off) guides away from the
+                prompt with its stated mode swapped.
             progress: a progress bar per stage on a terminal.
             path: ``"waveform"`` or ``"spectrogram"`` (default: the bundle's ``default_path``).
             keep_stages: a directory to save every stage's output in (audio as ``.wav``, the
@@ -436,7 +439,7 @@ class Noise2Music(GenerationSystem):
             chords = self.harmony_plans(descriptions, check_duration(duration, force=force), seed=seed, path=path)
         outs = self.generate_stages(descriptions, duration, seed=seed, path=path, progress=progress, force=force,
                                     cfg_scale=cfg_scale, steps=steps, step_schedule=step_schedule, eta=eta,
-                                    chords=chords)
+                                    fact_guidance=fact_guidance, chords=chords)
         if keep_dir is not None:
             self._save_stages(keep_dir, outs, check_descriptions(descriptions), chords)
         final = outs[PATHS[self._check_path(path)][-1]]
