@@ -289,6 +289,8 @@ def main(argv=None) -> int:
     p.add_argument("--generator-steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--step-schedule", default=None, help="the generator's step schedule (default: the stage's)")
+    p.add_argument("--fact-guidance", type=float, default=None,
+                   help="the generator's fact guidance scale (mode-swapped negative; default: the stage's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--text-gain", default=None, metavar="STAGE")
     p.add_argument("--sr", "--cascader", dest="cascader", default=None, metavar="STAGE",
@@ -362,6 +364,8 @@ def main(argv=None) -> int:
             prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
             hits = {"key": 0, "tonic": 0, "mode": 0, "tempo": 0}
             sched = {} if args.step_schedule is None else {"step_schedule": args.step_schedule}
+            if args.fact_guidance is not None:
+                sched["fact_guidance"] = args.fact_guidance
             profiles: dict = {}
             t0 = time.time()
             for i, row in enumerate(prompts):
@@ -392,7 +396,8 @@ def main(argv=None) -> int:
                 else "through Griffin-Lim" + (", without its key prior" if args.without_key_prior else "") + (
                     ", with a key prior fitted to it afterwards" if args.fit_key_prior else "")
             print(f"### {gen.stage_name.replace('_', ' ').capitalize()} {how} ({n} prompts of {args.prompts}, "
-                  f"{args.generator_steps} steps{'' if args.step_schedule is None else ' ' + args.step_schedule}, "
+                  f"{args.generator_steps} steps{'' if args.step_schedule is None else ' ' + args.step_schedule}"
+                  f"{'' if args.fact_guidance is None else f', fact guidance {args.fact_guidance:g}'}, "
                   f"CFG {args.cfg:g}, {time.time() - t0:.0f} s)\n")
             print("| key exact | tonic | mode | tempo within 6% |\n|---|---|---|---|")
             print(f"| {acc['key']:.3f} | {acc['tonic']:.3f} | {acc['mode']:.3f} | {acc['tempo']:.3f} |\n")
