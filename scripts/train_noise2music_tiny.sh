@@ -9,7 +9,7 @@
 #                   the waveform cascader;
 #   round 3 (~50 min): the waveform generator with the triad reference, warm-started from round 2
 #                   (its 8 new input channels start at zero);
-#   round 4 (~85 min): the waveform generator with the chord reference, warm-started from round 3
+#   round 4 (~105 min): the waveform generator with the chord reference, warm-started from round 3
 #                   (its 12 new input channels start at the fresh model's random values).
 #
 #   scripts/train_noise2music_tiny.sh [RUNS_DIR [BUNDLE_DIR]]
@@ -67,7 +67,7 @@ train n2m-wave-generator "$RUNS/n2m-wave-generator-triad" 2500 --set train.steps
   --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator" \
   --set 'task.model.chord_octaves=[]' --set task.model.unet.cond_channels=36
 # round 4 (session 13: the shipped run warm-started from round 3's run directory, its step 2,500)
-train n2m-wave-generator "$RUNS/n2m-wave-chords" 5000 --set train.steps=5000 --set train.warmup_steps=100 \
+train n2m-wave-generator "$RUNS/n2m-wave-chords" 4500 --set train.steps=5000 --set train.warmup_steps=100 \
   --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator-triad" \
   --set train.init_grown=fresh
 
@@ -75,10 +75,10 @@ ckpt() { printf '%s/%s/checkpoints/step-%08d.pt' "$RUNS" "$1" "$2"; }
 tunecraft export "$(ckpt n2m-spec-generator-key 2500)" "$RUNS/export/spectrogram_generator"
 tunecraft export "$(ckpt n2m-vocoder 1000)" "$RUNS/export/spectrogram_vocoder"
 tunecraft export "$(ckpt n2m-sr-cascader 2000)" "$RUNS/export/sr_cascader"
-tunecraft export "$(ckpt n2m-wave-chords 5000)" "$RUNS/export/waveform_generator"
+tunecraft export "$(ckpt n2m-wave-chords 4500)" "$RUNS/export/waveform_generator"
 tunecraft export "$(ckpt n2m-wave-cascader 3000)" "$RUNS/export/waveform_cascader"
 tunecraft assemble noise2music "$OUT" --stage spectrogram_generator="$RUNS/export/spectrogram_generator" \
   --stage spectrogram_vocoder="$RUNS/export/spectrogram_vocoder" --stage sr_cascader="$RUNS/export/sr_cascader" \
   --stage waveform_generator="$RUNS/export/waveform_generator" --stage waveform_cascader="$RUNS/export/waveform_cascader" \
-  --sampling sr_cascader.steps=8 --default-path spectrogram \
+  --sampling sr_cascader.steps=8 --sampling waveform_generator.fact_guidance=3 --default-path spectrogram \
   --description "Noise2Music, both paths (text -> log-mel -> 16 kHz, text -> 3.2 kHz -> 16 kHz) and 16 -> 24 kHz SR, small CPU U-Nets trained on the procedural corpus"

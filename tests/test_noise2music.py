@@ -752,6 +752,12 @@ def test_shipped_noise2music_tiny_generates_both_paths_offline(tmp_path):
     assert all(g.config.beat_rates and g.config.key_profile for g in gens.values())
     assert gens["waveform_generator"].config.tonic_octaves == [2, 3, 4]
     assert gens["waveform_generator"].config.triad_octaves == [3, 4]
+    # the waveform generator follows a chord plan and samples with fact guidance (the bundle's setting)
+    assert gens["waveform_generator"].config.chord_octaves == [3, 4] and gens["waveform_generator"].has_chords
+    assert n2m.stage_options("waveform")["waveform_generator"]["fact_guidance"] == 3
+    plans = n2m.harmony_plans(["a gentle folk song in E minor with acoustic guitar, 96 bpm"], 10.0, seed=0,
+                              path="waveform")
+    assert plans[0][0][1].startswith("Em") and plans[0][-1][1].startswith("Em")
     for path in PATHS:
         out = tmp_path / f"{path}.wav"
         assert main(["generate", "a gentle folk song in E minor with acoustic guitar, 96 bpm", "--system",
