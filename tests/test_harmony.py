@@ -91,6 +91,8 @@ def test_harmony_plan_is_the_composers_grammar():
     # minor plans put the minor third on the tonic chord, major ones the major third
     assert chord_triad(harmony_plan(4, "minor", 100, 8.0, rng=0)[0][1]) == (4, 7, 11)
     assert chord_triad(harmony_plan(4, "major", 100, 8.0, rng=0)[0][1]) == (4, 8, 11)
+    # a clip shorter than the composer's 50 ms of slack is one chord: the tonic's
+    assert harmony_plan(0, "minor", 110, 0.02, rng=0) == [[0.0, "Cm"]]
     # long plans keep going
     long = harmony_plan(2, "major", 100, 60.0, style="jazz", rng=0)
     assert long[-1][0] > 55.0 and len(long) > 20

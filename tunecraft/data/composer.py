@@ -949,7 +949,7 @@ def _bar_grid(duration: float, spb: float, bpb: int) -> tuple[int, float]:
     """``(n_bars, final_beats)`` of a piece of ``duration`` seconds: full bars of music, then the
     final tonic chord in a (possibly partial) last bar of ``final_beats`` beats."""
     bar_s = spb * bpb
-    n_full = int(math.floor((duration - 0.05) / bar_s))
+    n_full = max(0, int(math.floor((duration - 0.05) / bar_s)))
     final_beats = (duration - n_full * bar_s) / spb
     if n_full == 0:
         return 1, duration / spb

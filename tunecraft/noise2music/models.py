@@ -611,8 +611,7 @@ class _Generator(DiffusionStage):
         cond = self.prompt_aligned(texts, shape[-1], chords=chords)
         if cond is not None:
             sampling = dict(sampling, cond=cond)
-        fact = sampling.get("fact_guidance")
-        if float(self.config.sampling.fact_guidance if fact is None else fact) > 0:
+        if float(self.sampling_options(fact_guidance=sampling.get("fact_guidance")).fact_guidance) > 0:
             # the negative: the prompt with its mode swapped, with that mode's key signals and a chord
             # plan drawn from the same seeds (the plan of the other mode); unchanged for a prompt
             # that states no mode, whose term is then zero
