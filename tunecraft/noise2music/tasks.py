@@ -162,12 +162,11 @@ def load_chord_plans(metas: List[Any]) -> Tuple[List[Optional[list]], int]:
 
 
 def collate_examples(items: List[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Stack tensors to ``[B, ...]``, keep ``text`` as a list of ``B`` strings, ``index`` ``[B]``."""
+    """Stack tensors to ``[B, ...]``, keep ``text`` (strings) and ``chords`` (timed plans or ``None``)
+    as lists of ``B``, ``index`` ``[B]``."""
     out: Dict[str, Any] = {}
     for key, value in items[0].items():
-        if key == "text":
-            out[key] = [it[key] for it in items]
-        elif key == "chords":
+        if key in ("text", "chords"):
             out[key] = [it[key] for it in items]
         elif key == "index":
             out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
