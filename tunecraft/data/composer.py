@@ -907,10 +907,6 @@ def compose(
         keywords.append("arpeggios")
     keywords = list(dict.fromkeys(keywords))
     title = _make_title(rng, st)
-    chord_list = []
-    for b in bars:
-        for off, ch in b.chords:
-            chord_list.append([round((b.index * bpb + off) * spb, 3), ch.name()])
     meta = {
         "title": title,
         "artist": ARTIST,
@@ -933,7 +929,7 @@ def compose(
         "sections": sec_meta,
         "bars": len(bars),
         "progression": " ".join("-".join(b) for b in verse_prog),
-        "chords": chord_list,
+        "chords": _timed_chords(bars, bpb, spb),
         "feel": feel,
         "energy": energy_value,
         "energy_level": "high" if energy_value >= 0.62 else "medium" if energy_value >= 0.4 else "low",
@@ -957,6 +953,11 @@ def _bar_grid(duration: float, spb: float, bpb: int) -> tuple[int, float]:
         return n_full + 1, min(float(bpb), final_beats)
     # less than a beat left: the last full bar holds the final chord, ringing to the end
     return n_full, (duration - (n_full - 1) * bar_s) / spb
+
+
+def _timed_chords(bars: list["_Bar"], bpb: int, spb: float) -> list[list]:
+    """``[[start_seconds, chord_name], ...]`` of the bars' chords (the sidecars' ``chords``)."""
+    return [[round((b.index * bpb + off) * spb, 3), ch.name()] for b in bars for off, ch in b.chords]
 
 
 def _plan_harmony(rng: np.random.Generator, st: "Style", tonic: int, mode: str, bpb: int, bar_s: float, n_bars: int,
@@ -1064,7 +1065,7 @@ def harmony_plan(tonic: int, mode: str, bpm: float, duration: float, *, style: s
     spb = 60.0 / float(bpm)
     n_bars, final_beats = _bar_grid(float(duration), spb, beats_per_bar)
     _, _, bars = _plan_harmony(rng, st, int(tonic), mode, beats_per_bar, spb * beats_per_bar, n_bars, final_beats)
-    return [[round((b.index * beats_per_bar + off) * spb, 3), ch.name()] for b in bars for off, ch in b.chords]
+    return _timed_chords(bars, beats_per_bar, spb)
 
 def _double_time_harmony(prog: list[list[str]]) -> list[list[str]]:
     """``[[I], [V], [vi], [IV]]`` -> ``[[I, V], [vi, IV]]`` (bars of one chord only)."""

@@ -108,32 +108,27 @@ def guided_model_fn(
     for neg in negatives:
         if set(neg) != set(cond):
             raise InvalidInput(f"a negative needs the keys of cond {sorted(cond)}, got {sorted(neg)}")
-    if negatives:
-        return _with_negatives(model, scale, cond, uncond, negatives, float(negative_scale))
-    no_guidance = not isinstance(scale, torch.Tensor) and float(scale) == 1.0
+    if not negatives and not isinstance(scale, torch.Tensor) and float(scale) == 1.0:
+        def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(x, t, **cond)
+
+        return conditional
+    if negatives or batched:
+        return _batched(model, scale, [cond, uncond, *negatives], negative_scale)
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if no_guidance:
-            return model(x, t, **cond)
-        if not batched:
-            return cfg_combine(model(x, t, **cond), model(x, t, **uncond), scale)
-        b = x.shape[0]
-        tt = t if t.dim() == 0 else torch.cat([t, t], dim=0)
-        kwargs = {k: cat_batch(cond[k], uncond[k]) for k in cond}
-        c, u = split_batch(model(torch.cat([x, x], dim=0), tt, **kwargs), b)
-        return cfg_combine(c, u, scale)
+        return cfg_combine(model(x, t, **cond), model(x, t, **uncond), scale)
 
     return fn
 
 
-def _with_negatives(model, scale, cond, uncond, negatives, negative_scale):
-    """:func:`guided_model_fn` with negation terms: ``[cond; uncond; neg_1; ...]`` as one pass."""
-    branches = [cond, uncond, *negatives]
+def _batched(model, scale, branches, negative_scale):
+    """:func:`guided_model_fn` as one pass over ``branches = [cond, uncond, neg_1, ...]``."""
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b, k = x.shape[0], len(branches)
         kwargs = {}
-        for key in cond:
+        for key in branches[0]:
             value = branches[0][key]
             for br in branches[1:]:
                 value = cat_batch(value, br[key])
@@ -145,7 +140,7 @@ def _with_negatives(model, scale, cond, uncond, negatives, negative_scale):
         c, u, *negs = out.split(b, dim=0)
         guided = cfg_combine(c, u, scale)
         for n in negs:
-            guided = guided + negative_scale * (c - n)
+            guided = guided + float(negative_scale) * (c - n)
         return guided
 
     return fn

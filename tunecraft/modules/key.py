@@ -1,6 +1,6 @@
 """The key a prompt states as time-aligned signals, the tonal companion of :mod:`.beat`.
 
-Two signals, both zero for a prompt that states no key (``"<tonic> major|minor"``):
+Signals that are zero for a prompt that states no key (``"<tonic> major|minor"``):
 
 * :func:`key_profile` - the key's Krumhansl-Kessler pitch-class profile (probe-tone ratings of
   each pitch class in a major or minor key, Krumhansl & Kessler 1982), rotated to the tonic and
@@ -26,7 +26,8 @@ Two signals, both zero for a prompt that states no key (``"<tonic> major|minor"`
   in the generator's own mel coordinates.
 
 Not in the Noise2Music paper (text only); used by its generators when ``key_profile`` /
-``tonic_octaves`` / ``triad_octaves`` are set, and dropped with the text like the beat clock.
+``tonic_octaves`` / ``triad_octaves`` / ``chord_octaves`` / ``chord_mel`` are set, and dropped with
+the text like the beat clock.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torch
 from ..errors import InvalidInput
 
 __all__ = ["KK_MAJOR", "KK_MINOR", "THIRDS", "key_profile", "tonic_frequency", "tonic_features", "triad_features", "chord_triad",
-           "chord_features", "chord_mel_template", "chord_mel_features"]
+           "parse_chord_plan", "chord_features", "chord_mel_template", "chord_mel_features"]
 
 #: Krumhansl-Kessler probe-tone profiles, pitch classes from the tonic upwards
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -152,15 +153,23 @@ def chord_triad(name: str) -> tuple[int, int, int]:
     return root, (root + third) % 12, (root + fifth) % 12
 
 
-def _sounding(plan: Sequence[Sequence], t: torch.Tensor) -> tuple[list[tuple[int, int, int]], torch.Tensor]:
-    """``(triads, which)``: the :func:`chord_triad` of each chord of a timed ``plan`` (``[[start_seconds,
-    name], ...]``, any order) by start time, and the index of the one sounding at each time of ``t``
-    (seconds; the first chord also covers the time before it)."""
+def parse_chord_plan(plan: Sequence[Sequence]) -> list[tuple[float, tuple[int, int, int]]]:
+    """A timed chord plan ``[[start_seconds, name], ...]`` (any order) as ``(start, chord_triad(name))``
+    pairs by start time; :class:`InvalidInput` unless every entry is a finite time and a known name."""
     try:
         pairs = [(float(start), name) for start, name in plan]
     except (TypeError, ValueError) as e:
         raise InvalidInput(f"a chord plan is [[start_seconds, name], ...], got {plan!r:.80}") from e
-    timed = sorted((start, chord_triad(name)) for start, name in pairs)
+    if not all(math.isfinite(start) for start, _ in pairs):
+        raise InvalidInput(f"a chord plan's start times must be finite, got {plan!r:.80}")
+    return sorted((start, chord_triad(name)) for start, name in pairs)
+
+
+def _sounding(plan: Sequence[Sequence], t: torch.Tensor) -> tuple[list[tuple[int, int, int]], torch.Tensor]:
+    """``(triads, which)``: the :func:`chord_triad` of each chord of a timed ``plan`` (``[[start_seconds,
+    name], ...]``, any order) by start time, and the index of the one sounding at each time of ``t``
+    (seconds; the first chord also covers the time before it)."""
+    timed = parse_chord_plan(plan)
     times = torch.tensor([start for start, _ in timed], dtype=torch.float64)
     return [tr for _, tr in timed], (torch.searchsorted(times, t, right=True) - 1).clamp(min=0)
 

@@ -320,6 +320,12 @@ class StageConfig(Config):
         return _aligned_width(self.beat_rates, {name: getattr(self, name) for name, _, _ in _KEY_OPTIONS})
 
     @property
+    def uses_chords(self) -> bool:
+        """Whether the stage reads a timed chord plan (``chord_octaves``; a spectrogram generator's
+        ``chord_mel`` too): its training examples carry their clip's chords."""
+        return bool(self.chord_octaves)
+
+    @property
     def uses_text(self) -> bool:
         return self.unet.text_dim > 0
 
@@ -541,6 +547,10 @@ class SpectrogramGeneratorConfig(StageConfig):
         """The beat clock and key channels of :class:`StageConfig`, then ``mel.n_mels`` for ``chord_mel``."""
         return super().aligned_channels + (self.mel.n_mels if self.chord_mel is True else 0)
 
+    @property
+    def uses_chords(self) -> bool:
+        return super().uses_chords or self.chord_mel is True
+
     def _check(self) -> None:
         self._need(isinstance(self.chord_mel, bool), f"chord_mel must be true or false, got {self.chord_mel!r}")
         u = self.unet
@@ -548,7 +558,6 @@ class SpectrogramGeneratorConfig(StageConfig):
                    f"in/out channels must equal mel.n_mels ({self.mel.n_mels})")
         _check_generator(self, self.mel.frame_rate)
         self._need(isinstance(self.key_prior, bool), f"key_prior must be true or false, got {self.key_prior!r}")
-        self._need(isinstance(self.chord_mel, bool), f"chord_mel must be true or false, got {self.chord_mel!r}")
         self._need(not self.spectral_loss_weight, "spectral_loss_weight is for waveform stages (this one makes log-mels)")
 
     @classmethod

@@ -486,7 +486,7 @@ class _Generator(DiffusionStage):
     def has_chords(self) -> bool:
         """Whether the U-Net takes a chord plan: the chord reference (``config.chord_octaves``) or,
         in a spectrogram generator, the chord's mel template (``config.chord_mel``)."""
-        return bool(self.config.chord_octaves) or bool(getattr(self.config, "chord_mel", False))
+        return self.config.uses_chords
 
     def harmony_plans(self, texts: Sequence[str], seconds: float,
                       generator: torch.Generator | None = None) -> list[list | None]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
@@ -133,7 +132,7 @@ def load_chord_plans(metas: List[Any]) -> Tuple[List[Optional[list]], int]:
     plan that is not a list of ``[number, chord name]`` pairs is ``None`` too, counted in ``n_bad``
     and reported once as a warning."""
     from ..data import load_info
-    from ..modules.key import chord_triad
+    from ..modules.key import parse_chord_plan
 
     plans: List[Optional[list]] = []
     bad: List[str] = []
@@ -146,13 +145,9 @@ def load_chord_plans(metas: List[Any]) -> Tuple[List[Optional[list]], int]:
             plans.append(None)
             continue
         try:
-            plan = [[float(t), str(name)] for t, name in raw]
-            for t, name in plan:
-                chord_triad(name)
-                if not math.isfinite(t):
-                    raise ValueError(t)
-            plans.append(plan or None)
-        except (TypeError, ValueError, InvalidInput):
+            parse_chord_plan(raw)
+            plans.append([[float(t), str(name)] for t, name in raw] or None)
+        except InvalidInput:
             plans.append(None)
             bad.append(str(getattr(m, "path", m)))
     if bad:
@@ -276,8 +271,7 @@ class _StageTask(TrainTask):
 
     def _dataset(self, metas, captions, random: bool) -> StageClipDataset:
         cls, cfg = self.stage_class, self.model_config
-        wants = bool(getattr(cfg, "chord_octaves", None)) or bool(getattr(cfg, "chord_mel", False))
-        chords = load_chord_plans(metas)[0] if wants else None
+        chords = load_chord_plans(metas)[0] if cfg.uses_chords else None
         return StageClipDataset(metas, captions, self._segment(), cls.data_sample_rate(cfg), random,
                                 functools.partial(cls.prepare_example, cfg), seed=self.data.seed, chords=chords)
 
