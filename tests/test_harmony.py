@@ -65,6 +65,8 @@ def test_chord_features_follow_the_plan_at_the_crop_offset():
         chord_features([[[0.0, "X"]]], [4], rate, 10)
     with pytest.raises(InvalidInput, match="chord plan"):
         chord_features([[[0.0]]], [4], rate, 10)
+    with pytest.raises(InvalidInput, match="finite"):
+        chord_features([[[float("nan"), "C"]]], [4], rate, 10)
     with pytest.raises(InvalidInput, match="start times"):
         chord_features([plan], [4], rate, 10, start=[0.0, 1.0])
 
