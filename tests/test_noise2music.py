@@ -64,8 +64,8 @@ def tiny_configs() -> dict:
                               self_attention_levels=[], cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=2, step_schedule="front-heavy")),
         "spectrogram_generator": SpectrogramGeneratorConfig(  # without them (the paper's conditioning)
-            mel=TINY_MEL, beat_rates=[], text_attributes=[], key_profile=False, key_prior=False,
-            unet=UNet1DConfig(in_channels=16, text_dim=16, strides=[1, 2, 2], self_attention_levels=[2],
+            mel=TINY_MEL, beat_rates=[], text_attributes=[], key_profile=False, key_prior=False, chord_mel=False,
+            standardize=False, unet=UNet1DConfig(in_channels=16, text_dim=16, strides=[1, 2, 2], self_attention_levels=[2],
                               cross_attention_levels=[2], **TINY),
             sampling=StageSampling(steps=3, cfg_scale=2.0, step_schedule="back-heavy")),
         "spectrogram_vocoder": SpectrogramVocoderConfig(  # the paper's conditioning (options tested below)
@@ -516,7 +516,7 @@ def test_generator_key_conditioning_config_and_channels():
     with pytest.raises(ConfigError, match="above half"):  # a 100 frames/s spectrogram holds no tonic
         SpectrogramGeneratorConfig(mel=TINY_MEL, unet=UNet1DConfig(
             in_channels=16, cond_channels=2, text_dim=16, strides=[1, 2, 2], self_attention_levels=[],
-            cross_attention_levels=[2], **TINY), beat_rates=[], key_profile=False, tonic_octaves=[2])
+            cross_attention_levels=[2], **TINY), beat_rates=[], key_profile=False, tonic_octaves=[2], chord_mel=False)
     with pytest.raises(ConfigError, match="key_profile must be"):
         WaveformGeneratorConfig(unet=UNet1DConfig(cond_channels=12, **u), beat_rates=[], key_profile=1, **nochords)
     with pytest.raises(ConfigError, match="only the generators"):
@@ -526,7 +526,7 @@ def test_generator_key_conditioning_config_and_channels():
     # the CPU defaults have the profile (and the waveform generator the tonic), the paper's configs neither
     assert WaveformGeneratorConfig().key_profile and WaveformGeneratorConfig().tonic_octaves == [2, 3, 4]
     assert WaveformGeneratorConfig().triad_octaves == [3, 4] and WaveformGeneratorConfig().chord_octaves == [3, 4]
-    assert not SpectrogramGeneratorConfig().chord_mel
+    assert SpectrogramGeneratorConfig().chord_mel and SpectrogramGeneratorConfig().standardize
     assert SpectrogramGeneratorConfig().key_profile and SpectrogramGeneratorConfig().tonic_octaves == []
     assert SpectrogramGeneratorConfig().triad_octaves == []
     for paper in (WaveformGeneratorConfig.paper(), SpectrogramGeneratorConfig.paper()):
@@ -553,14 +553,23 @@ def test_generator_key_conditioning_config_and_channels():
     stored["unet"]["cond_channels"] = 30  # none of these: the mismatch is reported
     with pytest.raises(ConfigError, match="= 48, got 30"):
         WaveformGeneratorConfig.from_dict(stored)
-    # the spectrogram generator's chord templates likewise (its stored configs before this option: 22 channels)
-    stored = SpectrogramGeneratorConfig(chord_mel=True, unet=SpectrogramGeneratorConfig().unet.replace(
-        cond_channels=102)).to_dict()
+    # the spectrogram generator's chord templates and standardisation likewise (its stored configs
+    # before them: 22 channels, neither option)
+    stored = SpectrogramGeneratorConfig().to_dict()
     stored.pop("chord_mel")
-    with pytest.raises(ConfigError, match="= 22, got 102"):  # room for the templates, but the default is off
-        SpectrogramGeneratorConfig.from_dict(stored)
+    stored.pop("standardize")
+    new = SpectrogramGeneratorConfig.from_dict(stored)  # room for the templates: the defaults
+    assert new.chord_mel and new.standardize
     stored["unet"]["cond_channels"] = 22
-    assert not SpectrogramGeneratorConfig.from_dict(stored).chord_mel
+    old = SpectrogramGeneratorConfig.from_dict(stored)
+    assert not old.chord_mel and not old.standardize and old.key_profile
+    stored["chord_mel"] = True  # session 13's chord_mel runs: the templates, no standardisation
+    stored["unet"]["cond_channels"] = 102
+    old = SpectrogramGeneratorConfig.from_dict(stored)
+    assert old.chord_mel and not old.standardize
+    stored["unet"]["cond_channels"] = 30  # none of these: the mismatch is reported
+    with pytest.raises(ConfigError, match="= 102, got 30"):
+        SpectrogramGeneratorConfig.from_dict(stored)
 
     gen = perturb(WaveformGenerator(cfg), seed=5).eval()
     texts = ["a march in A minor, 120 bpm", "a waltz in D major", "no key, 90 bpm"]
@@ -650,6 +659,64 @@ def test_spectrogram_key_prior_is_fitted_to_training_spectrograms_and_added_back
     back = SpectrogramGenerator.from_pretrained(path)
     assert back.key_prior_mean.dtype == torch.float64 and torch.equal(back.key_prior_mean, gen.key_prior_mean)
     torch.testing.assert_close(back.key_prior(["C major"]), prior[:1])
+
+
+@pytest.mark.parametrize("name", ["spectrogram_generator", "waveform_generator"])
+def test_generator_standardisation_is_fitted_undone_and_saved(tmp_path, name):
+    base = tiny_configs()[name]
+    cls = STAGES_BY_NAME[name]
+    assert not base.standardize and not type(base).paper().standardize
+    assert type(base)().standardize == (name == "spectrogram_generator")  # the CPU defaults
+    with pytest.raises(ConfigError, match="standardize must be"):
+        base.replace(standardize=1)
+    with pytest.raises(ConfigError, match="only the generators"):
+        tiny_configs()["sr_cascader"].replace(standardize=True)
+    stored = base.replace(standardize=True).to_dict()
+    stored.pop("standardize")  # written before the option existed: off, and no buffers
+    assert not type(base).from_dict(stored).standardize and "data_std" not in cls(base).state_dict()
+
+    gen = cls(base.replace(standardize=True)).train()
+    c = base.unet.in_channels
+    with pytest.raises(InvalidInput, match="never set"):
+        gen.loss({"x0": torch.zeros(1, c, 16), "text": ["x"]})
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.linspace(-0.5, 0.3, c)[:, None]
+    examples = [offsets + 0.2 * torch.randn(c, 40, generator=g) for _ in range(5)]
+    assert gen.fit_standardization(examples) == 5
+    data = torch.cat(examples, -1).double()
+    torch.testing.assert_close(gen.data_mean, data.mean(-1))
+    torch.testing.assert_close(gen.data_std, (data - data.mean(-1, keepdim=True)).pow(2).mean().sqrt())
+    x = torch.stack(examples[:2])
+    z = gen.to_diffusion(x)
+    assert abs(float(z.std()) - 1.0) < 0.1 and abs(float(z.mean())) < 0.1
+    torch.testing.assert_close(gen.from_diffusion(z), x)
+    with pytest.raises(InvalidInput, match=r"\[%d, T\]" % c):
+        gen.fit_standardization([torch.zeros(c + 1, 4)])
+    with pytest.raises(InvalidInput, match="constant"):
+        cls(base.replace(standardize=True)).fit_standardization([torch.ones(c, 4)])
+    # the loss is the plain loss on the standardised target
+    texts = ["a waltz in C major", "a song in A minor, 90 bpm"]
+    with torch.no_grad():
+        got, _ = gen.loss({"x0": x, "text": texts}, generator=torch.Generator().manual_seed(1))
+        r = torch.Generator().manual_seed(1)  # the same draws, in the loss's order
+        drop = text_dropout_mask(2, base.text_dropout, generator=r)
+        t = gen.objective.sample_t(2, generator=r)
+        kw = dict(text=texts, drop_text=drop)
+        want = gen.objective.loss(lambda xx, tt: gen(xx, tt, **kw), z, t=t, generator=r)
+    torch.testing.assert_close(got, want)
+    # generation undoes it, clamped to the data range; the sampler clips at the widest channel's bound
+    gen = perturb(gen)
+    assert gen._diffusion_clip() == pytest.approx((1.0 + float(gen.data_mean.abs().max())) / float(gen.data_std))
+    assert abs(float(gen.data_mean.abs().max()) - 0.5) < 0.1
+    with torch.no_grad():
+        out = gen.generate(texts[:1], 40, steps=2, generator=torch.Generator().manual_seed(4))
+        cond = gen.prompt_aligned(texts[:1], 40)  # the beat clock of the waveform generator; None here
+        raw = gen.sample((1, c, 40), text=texts[:1], cond=cond, steps=2, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out, gen.from_diffusion(raw).clamp(-1, 1))
+    # the statistics travel with the weights (float64 buffers, also in a float16 export)
+    back = cls.from_pretrained(gen.save_pretrained(tmp_path / "gen", dtype="float16"))
+    assert back.data_std.dtype == torch.float64 and torch.equal(back.data_std, gen.data_std)
+    assert torch.equal(back.data_mean, gen.data_mean)
 
 
 def test_beat_clock_goes_with_the_text(stages):
@@ -1273,7 +1340,7 @@ def test_spectrogram_generator_chord_mel_templates(corpus):
         base.replace(chord_mel=True)
     with pytest.raises(ConfigError, match="chord_mel must be true or false"):
         base.replace(chord_mel=1, unet=base.unet.replace(cond_channels=n_mels))
-    assert not SpectrogramGeneratorConfig().chord_mel and not SpectrogramGeneratorConfig.paper().chord_mel
+    assert SpectrogramGeneratorConfig().chord_mel and not SpectrogramGeneratorConfig.paper().chord_mel
     stored = base.to_dict()
     stored.pop("chord_mel")
     assert not SpectrogramGeneratorConfig.from_dict(stored).chord_mel  # written before the option: off

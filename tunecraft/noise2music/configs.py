@@ -267,6 +267,12 @@ class StageConfig(Config):
     # grammar (tunecraft.data.composer.harmony_plan); zero without a stated key, dropped with the
     # text; below half the stage's position rate like tonic_octaves
     chord_octaves: list = field(default_factory=list)
+    # not in the paper (generators only; off): the diffusion runs on the training data standardised,
+    # (x0 - per-channel mean) / one overall standard deviation (buffers ``data_mean``, ``data_std``
+    # set from the training data before the first step), and generation undoes it. v-prediction's
+    # output and loss weighting assume data of unit variance (EDM's preconditioning with
+    # sigma_data = 1); log-mels in [-1, 1] vary by about 0.2, 3.2 kHz audio by about 0.13
+    standardize: bool = False
 
     #: whether this stage makes music from text alone (the generators), so may take a beat clock
     _generator: ClassVar[bool] = False
@@ -300,6 +306,10 @@ class StageConfig(Config):
                     or len(set(octaves)) != len(octaves):
                 raise ConfigError(f"{name} must be a list of distinct octave numbers -1..9, got {octaves!r}")
             setattr(self, name, list(octaves))
+        if not isinstance(self.standardize, bool):
+            raise ConfigError(f"standardize must be true or false, got {self.standardize!r}")
+        if self.standardize and not self._generator:
+            raise ConfigError(f"{type(self).__name__}: only the generators standardise their data (standardize)")
         if (self.key_profile or self.tonic_octaves or self.triad_octaves or self.chord_octaves) \
                 and not self._generator:
             raise ConfigError(f"{type(self).__name__}: only the generators take key conditioning "
@@ -509,12 +519,13 @@ class SpectrogramGeneratorConfig(StageConfig):
     Sampling: back-heavy and CFG 5 as in the paper, 50 steps instead of 1000. Objective:
     v-prediction instead of the paper's sigma-weighted epsilon loss (module docstring). Not in the
     paper: attribute tokens and a beat clock, as :class:`WaveformGeneratorConfig`; the key's
-    profile (``key_profile``).
+    profile (``key_profile``); the chord plan's mel templates (``chord_mel``); standardised data
+    (``standardize``: without it this generator's samples were mostly noise, README).
     """
 
     mel: MelConfig = field(default_factory=MelConfig)
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=80, cond_channels=2 * len(CPU_BEAT_RATES) + 12, text_dim=256, channels=[128, 128, 192, 256],
+        in_channels=80, cond_channels=2 * len(CPU_BEAT_RATES) + 12 + 80, text_dim=256, channels=[128, 128, 192, 256],
         strides=[2, 2, 2, 2], blocks=[1, 1, 2, 2], stem_channels=128, self_attention_levels=[2, 3],
         cross_attention_levels=[1, 2, 3]))
     text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
@@ -524,14 +535,15 @@ class SpectrogramGeneratorConfig(StageConfig):
     # stated key's prior, the training spectrograms' mean log-mel in that key minus their mean over
     # all keys (buffers, set from the training data before the first step), and generation adds it back
     key_prior: bool = False
-    # not in the paper (off): the mel template of the chord sounding at each frame (the time-averaged,
+    # not in the paper (on in the CPU default): the mel template of the chord sounding at each frame (the time-averaged,
     # standardised log-mel of a steady rendering of its root, third and fifth; tunecraft.modules.key),
     # mel.n_mels channels after the key profile, from a timed chord plan as the waveform generator's
     # chord_octaves (the clip's sidecar chords in training, a plan drawn in the stated key at
     # generation); zero without a stated key, dropped with the text
-    chord_mel: bool = False
+    chord_mel: bool = True
     objective: DiffusionObjectiveConfig = field(default_factory=lambda: DiffusionObjectiveConfig(parameterization="v"))
     sampling: StageSampling = field(default_factory=lambda: _sampling(50, 5.0, "back-heavy"))
+    standardize: bool = True
 
     _generator: ClassVar[bool] = True
 
@@ -539,7 +551,7 @@ class SpectrogramGeneratorConfig(StageConfig):
     def from_dict(cls, data: dict) -> "SpectrogramGeneratorConfig":
         mel = data.get("mel")
         n_mels = mel.get("n_mels", MelConfig.n_mels) if isinstance(mel, dict) else MelConfig.n_mels
-        extra = (("chord_mel", False, n_mels),) if isinstance(n_mels, int) else ()
+        extra = (("chord_mel", False, n_mels), ("standardize", False, 0)) if isinstance(n_mels, int) else ()
         return super().from_dict(_without_newer_key_options(data, extra))
 
     @property
@@ -569,6 +581,8 @@ class SpectrogramGeneratorConfig(StageConfig):
         kw.setdefault("text_attributes", [])
         kw.setdefault("beat_rates", [])
         kw.setdefault("key_profile", False)
+        kw.setdefault("chord_mel", False)
+        kw.setdefault("standardize", False)
         return cls(unet=unet, sampling=_sampling(1000, 5.0, "back-heavy"), **kw)
 
 

@@ -150,6 +150,9 @@ class DiffusionStage(nn.Module):
                                         attributes=config.text_attributes)
         self.schedule = config.schedule.build()
         self.objective = DiffusionObjective(self.schedule, config.objective)
+        if getattr(config, "standardize", False):  # float64, set before training; exported as they are
+            self.register_buffer("data_mean", torch.zeros(config.unet.in_channels, dtype=torch.float64))
+            self.register_buffer("data_std", torch.zeros((), dtype=torch.float64))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -163,6 +166,72 @@ class DiffusionStage(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameters (the frozen text encoder is not part of the stage)."""
         return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ standardisation (not in the paper)
+    @property
+    def standardized(self) -> bool:
+        """Whether the diffusion runs on standardised data (``config.standardize``)."""
+        return bool(getattr(self.config, "standardize", False))
+
+    def _standard_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if float(self.data_std) <= 0:
+            raise InvalidInput(f"the {self.stage_name} standardises its data (standardize = true) but its "
+                               "statistics were never set (fit_standardization, done before training starts)")
+        return self.data_mean.view(1, -1, 1), self.data_std
+
+    def to_diffusion(self, x: torch.Tensor) -> torch.Tensor:
+        """Data ``[B, C, T]`` -> the space the diffusion runs in (standardised with
+        ``config.standardize``; else unchanged)."""
+        if not self.standardized:
+            return x
+        mean, std = self._standard_stats()
+        return ((x - mean.to(x.device)) / std.to(x.device)).to(x.dtype)
+
+    def from_diffusion(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_diffusion`."""
+        if not self.standardized:
+            return z
+        mean, std = self._standard_stats()
+        return (z * std.to(z.device) + mean.to(z.device)).to(z.dtype)
+
+    def _diffusion_clip(self) -> float | None:
+        """``clip_x0`` in the diffusion's space: with standardisation, the bound of ``[-c, c]``
+        data after standardising (the widest channel's), so the sampler's clamp never cuts data
+        inside the range; the output is clamped to ``[-c, c]`` itself afterwards."""
+        clip = self.config.clip_x0
+        if clip is None or not self.standardized:
+            return clip
+        mean, std = self._standard_stats()
+        return float((float(clip) + mean.abs().max()) / std)
+
+    @torch.no_grad()
+    def fit_standardization(self, examples: Iterable[torch.Tensor]) -> int:
+        """Set ``data_mean`` (per channel) and ``data_std`` (over every channel, about its own
+        mean) from training targets ``x0 [C, T]``. Returns how many examples counted."""
+        if not self.standardized:
+            raise InvalidInput(f"the {self.stage_name} does not standardise its data (config.standardize = false)")
+        c = self.data_mean.numel()
+        total = torch.zeros(c, dtype=torch.float64)
+        squares = torch.zeros(c, dtype=torch.float64)
+        count = 0
+        frames = 0
+        for x0 in examples:
+            if x0.dim() != 2 or x0.shape[0] != c:
+                raise InvalidInput(f"fit_standardization takes [{c}, T] examples, got {tuple(x0.shape)}")
+            x = x0.detach().to("cpu", torch.float64)
+            total += x.sum(-1)
+            squares += x.pow(2).sum(-1)
+            frames += x.shape[-1]
+            count += 1
+        if frames == 0:
+            raise InvalidInput(f"the {self.stage_name} has no training data to standardise by")
+        mean = total / frames
+        var = (squares / frames - mean.pow(2)).clamp_min(0).mean()
+        if not float(var) > 0:
+            raise InvalidInput(f"the {self.stage_name}'s training data are constant: nothing to standardise by")
+        self.data_mean.copy_(mean)  # in place: the EMA copy holds these buffers
+        self.data_std.copy_(var.sqrt())
+        return count
 
     # ------------------------------------------------------------------ data (used by the training tasks)
     @classmethod
@@ -269,13 +338,14 @@ class DiffusionStage(nn.Module):
         t = self.objective.sample_t(b, generator=generator, device=x0.device)
         weight = float(self.config.spectral_loss_weight)
         base = self._output_offset(kw)  # the diffusion runs on x0 - base (the vocoder's residual mode)
-        target = x0 if base is None else x0 - base.to(x0.dtype)
+        target = self.to_diffusion(x0 if base is None else x0 - base.to(x0.dtype))
         per = self.objective.loss(lambda x, tt: fn(x, tt, **kw), target, t=t, generator=generator, reduction="none",
                                   return_pred_x0=weight > 0)
         logs: dict[str, torch.Tensor] = {}
         extra = None
         if weight > 0:
             per, x0_hat = per
+            x0_hat = self.from_diffusion(x0_hat)
             if base is not None:
                 x0_hat = x0_hat + base.to(x0_hat.dtype)
             with torch.autocast(device_type=x0.device.type, enabled=False):
@@ -343,7 +413,8 @@ class DiffusionStage(nn.Module):
         fact_guidance: float | None = None,
         negative: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
-        """Run the reverse process from ``t = 1`` to 0 and return ``x0 [B, C, T]`` (``shape``).
+        """Run the reverse process from ``t = 1`` to 0 and return ``x0 [B, C, T]`` (``shape``), in the
+        diffusion's space (standardised with ``config.standardize``: :meth:`from_diffusion` undoes it).
 
         Unset sampling arguments take the stage's defaults (``config.sampling``); with fewer steps
         than a front-/back-heavy schedule has intervals (3) the steps are uniform. With text and
@@ -374,7 +445,7 @@ class DiffusionStage(nn.Module):
         # a piecewise (front-/back-heavy) schedule needs a step per interval; fewer steps are uniform
         schedule_name = opts.step_schedule if opts.steps >= _PIECEWISE_MIN_STEPS else "uniform"
         sampler = DiffusionSampler(self.schedule, self.config.objective.parameterization, "ddim", eta=opts.eta,
-                                   clip_x0=self.config.clip_x0, step_schedule=schedule_name)
+                                   clip_x0=self._diffusion_clip(), step_schedule=schedule_name)
         negatives = []
         if float(opts.fact_guidance) > 0:
             if states is None or negative is None:
@@ -626,7 +697,9 @@ class _Generator(DiffusionStage):
                     neg_chords = self._plans(neg_texts, seconds, seeds)
                 neg["cond"] = self.prompt_aligned(neg_texts, shape[-1], chords=neg_chords)
             sampling = dict(sampling, negative=neg)
-        out = self.sample(shape, text=texts, **sampling)
+        out = self.from_diffusion(self.sample(shape, text=texts, **sampling))
+        if self.standardized and self.config.clip_x0 is not None:
+            out = out.clamp(-float(self.config.clip_x0), float(self.config.clip_x0))
         return self._with_offset(out, self._output_offset({"text": list(texts)}), self.config.clip_x0)
 
 

@@ -293,6 +293,20 @@ class _StageTask(TrainTask):
     def collate(self, items: List[Any]) -> Any:
         return collate_examples(items)
 
+    #: training files the standardisation statistics are taken from (spread over the split)
+    STANDARDIZE_FILES: ClassVar[int] = 512
+
+    def prepare_model(self, model: nn.Module, train_dataset: StageClipDataset) -> None:
+        """With ``standardize``: set the statistics from the deterministic first crops (the ones
+        validation uses) of up to :attr:`STANDARDIZE_FILES` training files spread over the split,
+        unless the model already has them (``train.init_from`` a standardised generator keeps its own)."""
+        if not getattr(self.model_config, "standardize", False) or float(model.data_std) > 0:
+            return
+        metas, caps = train_dataset.metas, train_dataset.captions
+        every = max(1, -(-len(metas) // self.STANDARDIZE_FILES))
+        fixed = self._dataset(metas[::every], None if caps is None else caps[::every], random=False)
+        model.fit_standardization(fixed[i]["x0"] for i in range(len(fixed)))
+
     # ---- training ---------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: Mapping[str, Any], step: int,
                       phase: str = "main") -> Tuple[torch.Tensor, Mapping[str, Any]]:
@@ -372,7 +386,9 @@ class SpectrogramGeneratorTask(_StageTask):
     def prepare_model(self, model: nn.Module, train_dataset: StageClipDataset) -> None:
         """With ``key_prior``: set it from every training file's first crop (the deterministic one
         validation uses) and its captions, unless the model already has one (``train.init_from`` a
-        generator with a prior keeps that one, the one its network learned against)."""
+        generator with a prior keeps that one, the one its network learned against); then the
+        standardisation of :meth:`_StageTask.prepare_model`."""
+        super().prepare_model(model, train_dataset)
         if not self.model_config.key_prior or float(model.key_prior_count.sum()) > 0:
             return
         fixed = self._dataset(train_dataset.metas, train_dataset.captions, random=False)
