@@ -18,7 +18,9 @@ upsampling artefacts (fs/4, fs/2 of a transposed-convolution stride 4). Generato
 and scored against the prompt's targets (key exact, tonic, mode, tempo within 6%); with
 ``--chroma-profile`` also the mean chroma (the key estimator's) of the outputs and of the prompts'
 corpus clips by scale degree of the stated key, for major and minor prompts apart, and their
-spectral flatness over 50-1500 Hz (near 0 for steady tones, 1 for white noise). A spectrogram
+spectral flatness over 50-1500 Hz (near 0 for steady tones, 1 for white noise); for a spectrogram
+generator also the mean absolute frame-to-frame change of the log-mels (in [-1, 1] units: a sample
+that keeps the diffusion's noise changes far more than music does). A spectrogram
 generator with a key prior (``key_prior``) adds it back as generation does; ``--without-key-prior``
 leaves it out, to see what the network makes by itself.
 
@@ -257,7 +259,7 @@ def print_profiles(profiles: dict) -> dict:
     print("|---|---|" + "---|" * 12)
     out = {}
     for (source, mode), rows in sorted(profiles.items()):
-        if source == "flatness":
+        if source in ("flatness", "mel change"):
             continue
         v = torch.stack(rows).mean(0)
         v = v / v.max()
@@ -270,7 +272,19 @@ def print_profiles(profiles: dict) -> dict:
             out[f"flatness {source}"] = [round(float(x), 4) for x in rows]
             print(f"| {source} | {len(rows)} | {sum(rows) / len(rows):.4f} | {sorted(rows)[len(rows) // 2]:.4f} |")
     print()
+    changes = sorted((source, rows) for (kind, source), rows in profiles.items() if kind == "mel change")
+    if changes:
+        print("| log-mel frame-to-frame change | clips | mean | median |\n|---|---|---|---|")
+        for source, rows in changes:
+            out[f"mel change {source}"] = [round(float(x), 4) for x in rows]
+            print(f"| {source} | {len(rows)} | {sum(rows) / len(rows):.4f} | {sorted(rows)[len(rows) // 2]:.4f} |")
+        print()
     return out
+
+
+def mel_change(mel: torch.Tensor) -> float:
+    """Mean absolute difference between neighbouring frames of a log-mel ``[..., n_mels, F]``."""
+    return float((mel[..., 1:] - mel[..., :-1]).abs().mean())
 
 
 def main(argv=None) -> int:
@@ -382,9 +396,15 @@ def main(argv=None) -> int:
                 found = clip_attributes(audio, SR, {k: row[k] for k in ("bpm", "key", "mode")})
                 if args.chroma_profile:
                     add_profile(profiles, "generated", row, audio, SR)
+                    if not wave:
+                        profiles.setdefault(("mel change", "generated"), []).append(mel_change(mel))
                     ref = args.corpus / "audio" / f"{row['id']}.wav"
                     if ref.is_file():
-                        add_profile(profiles, "corpus clip", row, load_audio(ref, sample_rate=SR, channels=1)[0][0], SR)
+                        ref_audio = load_audio(ref, sample_rate=SR, channels=1)[0][0]
+                        add_profile(profiles, "corpus clip", row, ref_audio, SR)
+                        if not wave:
+                            ref_mel = mel_frames(ref_audio[None, None, : 10 * SR], gen.config.mel)
+                            profiles.setdefault(("mel change", "corpus clip"), []).append(mel_change(ref_mel))
                 tonic = found["estimates"]["key"].split()[0]
                 hits["key"] += found["hits"]["key_acc"]
                 hits["tonic"] += key_match(f"{tonic} {row['mode']}", row["key"])

@@ -2,7 +2,7 @@
 # The runs behind the shipped noise2music-tiny bundle (both paths + the SR cascader), with the flags
 # those runs used (README, Noise2Music section). Resumable: run it again after an interruption; each
 # stage goes on from its newest checkpoint and a finished stage returns at once.
-# About 6.5 h on 2 CPU cores, in four rounds of stages, those of a round side by side, one thread each:
+# About 8 h on 2 CPU cores, in five rounds of stages, those of a round side by side, one thread each:
 #   round 1 (~2 h): the spectrogram generator without key conditioning, the vocoder, the SR cascader;
 #   round 2 (~2 h): the spectrogram generator with the key profile, warm-started from round 1 (its
 #                   extra input channels start at zero: train.init_from), the waveform generator and
@@ -10,7 +10,9 @@
 #   round 3 (~50 min): the waveform generator with the triad reference, warm-started from round 2
 #                   (its 8 new input channels start at zero);
 #   round 4 (~105 min): the waveform generator with the chord reference, warm-started from round 3
-#                   (its 12 new input channels start at the fresh model's random values).
+#                   (its 12 new input channels start at the fresh model's random values);
+#   round 5 (~100 min): the spectrogram generator with the chord templates, warm-started from round 2,
+#                   then on standardised data, warm-started from that.
 #
 #   scripts/train_noise2music_tiny.sh [RUNS_DIR [BUNDLE_DIR]]
 #
@@ -48,14 +50,16 @@ train() {  # train RECIPE OUT_DIR STOP_STEP FLAGS...: one stage, resumable, stop
 
 # round 1
 train n2m-spec-generator "$RUNS/n2m-spec-generator" 5000 --set train.steps=5000 --set train.warmup_steps=300 \
-  --set task.model.key_profile=false --set task.model.unet.cond_channels=10 &
+  --set task.model.key_profile=false --set task.model.chord_mel=false --set task.model.standardize=false \
+  --set task.model.unet.cond_channels=10 &
 train n2m-vocoder "$RUNS/n2m-vocoder" 1000 --set train.steps=4000 --set train.warmup_steps=200 --set train.keep_checkpoints=10 &
 train n2m-sr-cascader "$RUNS/n2m-sr-cascader" 2000 --set train.steps=2000 --set train.warmup_steps=200 &
 wait
 # round 2 (the shipped run warm-started from the exported fp16 copy of round 1's step 5,000, the
 # spectrogram_generator of tunecraft/bundles/noise2music-tiny at commit 9c4ceca)
 train n2m-spec-generator "$RUNS/n2m-spec-generator-key" 2500 --set train.steps=2500 --set train.warmup_steps=200 \
-  --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator" &
+  --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator" --set task.model.chord_mel=false \
+  --set task.model.standardize=false --set task.model.unet.cond_channels=22 &
 train n2m-wave-generator "$RUNS/n2m-wave-generator" 3000 --set train.steps=3000 --set train.warmup_steps=300 \
   --set data.crop_seconds=5.0 --set 'task.model.triad_octaves=[]' --set 'task.model.chord_octaves=[]' \
   --set task.model.unet.cond_channels=28 &
@@ -70,9 +74,17 @@ train n2m-wave-generator "$RUNS/n2m-wave-generator-triad" 2500 --set train.steps
 train n2m-wave-generator "$RUNS/n2m-wave-chords" 4500 --set train.steps=5000 --set train.warmup_steps=100 \
   --set data.crop_seconds=5.0 --set train.precision=fp32 --set train.init_from="$RUNS/n2m-wave-generator-triad" \
   --set train.init_grown=fresh
-
+# round 5 (sessions 13-14): the spectrogram generator with the chord templates, warm-started from
+# round 2 (its 80 new input channels at fresh random values), 2,500 steps of a 3,000-step schedule;
+# then standardised, warm-started from that run's step 2,500
 ckpt() { printf '%s/%s/checkpoints/step-%08d.pt' "$RUNS" "$1" "$2"; }
-tunecraft export "$(ckpt n2m-spec-generator-key 2500)" "$RUNS/export/spectrogram_generator"
+train n2m-spec-generator "$RUNS/n2m-spec-chords" 2500 --set train.steps=3000 --set train.warmup_steps=100 \
+  --set train.precision=fp32 --set train.init_from="$RUNS/n2m-spec-generator-key" --set train.init_grown=fresh \
+  --set task.model.standardize=false
+train n2m-spec-generator "$RUNS/n2m-spec-std" 3000 --set train.steps=3000 --set train.warmup_steps=100 \
+  --set train.precision=fp32 --set train.init_from="$(ckpt n2m-spec-chords 2500)"
+
+tunecraft export "$(ckpt n2m-spec-std 3000)" "$RUNS/export/spectrogram_generator"
 tunecraft export "$(ckpt n2m-vocoder 1000)" "$RUNS/export/spectrogram_vocoder"
 tunecraft export "$(ckpt n2m-sr-cascader 2000)" "$RUNS/export/sr_cascader"
 tunecraft export "$(ckpt n2m-wave-chords 4500)" "$RUNS/export/waveform_generator"
