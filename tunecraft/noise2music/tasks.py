@@ -384,10 +384,10 @@ class SpectrogramGeneratorTask(_StageTask):
     stage_class = SpectrogramGenerator
 
     def prepare_model(self, model: nn.Module, train_dataset: StageClipDataset) -> None:
-        """With ``key_prior``: set it from every training file's first crop (the deterministic one
-        validation uses) and its captions, unless the model already has one (``train.init_from`` a
-        generator with a prior keeps that one, the one its network learned against); then the
-        standardisation of :meth:`_StageTask.prepare_model`."""
+        """The standardisation of :meth:`_StageTask.prepare_model`; then, with ``key_prior``, set
+        the prior from every training file's first crop (the deterministic one validation uses) and
+        its captions, unless the model already has one (``train.init_from`` a generator with a
+        prior keeps that one, the one its network learned against)."""
         super().prepare_model(model, train_dataset)
         if not self.model_config.key_prior or float(model.key_prior_count.sum()) > 0:
             return
