@@ -267,11 +267,12 @@ class StageConfig(Config):
     # grammar (tunecraft.data.composer.harmony_plan); zero without a stated key, dropped with the
     # text; below half the stage's position rate like tonic_octaves
     chord_octaves: list = field(default_factory=list)
-    # not in the paper (generators only; off): the diffusion runs on the training data standardised,
-    # (x0 - per-channel mean) / one overall standard deviation (buffers ``data_mean``, ``data_std``
-    # set from the training data before the first step), and generation undoes it. v-prediction's
-    # output and loss weighting assume data of unit variance (EDM's preconditioning with
-    # sigma_data = 1); log-mels in [-1, 1] vary by about 0.2, 3.2 kHz audio by about 0.13
+    # not in the paper (generators only; off here, on in the spectrogram generator's CPU default): the
+    # diffusion runs on the training data standardised, (x0 - per-channel mean) / one overall
+    # standard deviation (buffers ``data_mean``, ``data_std`` set from the training data before the
+    # first step), and generation undoes it. v-prediction's output and loss weighting assume data
+    # of unit variance (EDM's preconditioning with sigma_data = 1); log-mels in [-1, 1] vary by
+    # about 0.2, 3.2 kHz audio by about 0.13
     standardize: bool = False
 
     #: whether this stage makes music from text alone (the generators), so may take a beat clock
@@ -525,7 +526,8 @@ class SpectrogramGeneratorConfig(StageConfig):
 
     mel: MelConfig = field(default_factory=MelConfig)
     unet: UNet1DConfig = field(default_factory=lambda: _cpu_unet(
-        in_channels=80, cond_channels=2 * len(CPU_BEAT_RATES) + 12 + 80, text_dim=256, channels=[128, 128, 192, 256],
+        in_channels=80, cond_channels=2 * len(CPU_BEAT_RATES) + 12 + MelConfig.n_mels, text_dim=256,
+        channels=[128, 128, 192, 256],
         strides=[2, 2, 2, 2], blocks=[1, 1, 2, 2], stem_channels=128, self_attention_levels=[2, 3],
         cross_attention_levels=[1, 2, 3]))
     text_attributes: list = field(default_factory=lambda: list(ATTRIBUTES))
