@@ -252,6 +252,10 @@ def spectral_flatness(audio: torch.Tensor, rate: int, band: tuple[float, float] 
     return float(np.exp(np.mean(np.log(p))) / np.mean(p))
 
 
+#: per-clip numbers kept beside the chroma profiles (``profiles[(kind, source)]``), by table title
+SCALAR_PROFILES = {"flatness": "spectral flatness 50-1500 Hz", "mel change": "log-mel frame-to-frame change"}
+
+
 def print_profiles(profiles: dict) -> dict:
     """Print the mean profiles by scale degree, each scaled to its largest value."""
     names = ["1", "b2", "2", "b3", "3", "4", "#4", "5", "b6", "6", "b7", "7"]
@@ -259,24 +263,20 @@ def print_profiles(profiles: dict) -> dict:
     print("|---|---|" + "---|" * 12)
     out = {}
     for (source, mode), rows in sorted(profiles.items()):
-        if source in ("flatness", "mel change"):
+        if source in SCALAR_PROFILES:
             continue
         v = torch.stack(rows).mean(0)
         v = v / v.max()
         out[f"{source} {mode}"] = [round(float(x), 3) for x in v]
         print(f"| {source}, {mode} prompts | {len(rows)} | " + " | ".join(f"{float(x):.2f}" for x in v) + " |")
     print()
-    print("| spectral flatness 50-1500 Hz | clips | mean | median |\n|---|---|---|---|")
-    for (kind, source), rows in sorted(profiles.items()):
-        if kind == "flatness":
-            out[f"flatness {source}"] = [round(float(x), 4) for x in rows]
-            print(f"| {source} | {len(rows)} | {sum(rows) / len(rows):.4f} | {sorted(rows)[len(rows) // 2]:.4f} |")
-    print()
-    changes = sorted((source, rows) for (kind, source), rows in profiles.items() if kind == "mel change")
-    if changes:
-        print("| log-mel frame-to-frame change | clips | mean | median |\n|---|---|---|---|")
-        for source, rows in changes:
-            out[f"mel change {source}"] = [round(float(x), 4) for x in rows]
+    for kind, title in SCALAR_PROFILES.items():
+        sources = sorted((source, rows) for (k, source), rows in profiles.items() if k == kind)
+        if not sources:
+            continue
+        print(f"| {title} | clips | mean | median |\n|---|---|---|---|")
+        for source, rows in sources:
+            out[f"{kind} {source}"] = [round(float(x), 4) for x in rows]
             print(f"| {source} | {len(rows)} | {sum(rows) / len(rows):.4f} | {sorted(rows)[len(rows) // 2]:.4f} |")
         print()
     return out

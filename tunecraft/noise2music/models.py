@@ -150,7 +150,7 @@ class DiffusionStage(nn.Module):
                                         attributes=config.text_attributes)
         self.schedule = config.schedule.build()
         self.objective = DiffusionObjective(self.schedule, config.objective)
-        if getattr(config, "standardize", False):  # float64, set before training; exported as they are
+        if config.standardize:  # float64, set before training; exported as they are
             self.register_buffer("data_mean", torch.zeros(config.unet.in_channels, dtype=torch.float64))
             self.register_buffer("data_std", torch.zeros((), dtype=torch.float64))
 
@@ -171,7 +171,7 @@ class DiffusionStage(nn.Module):
     @property
     def standardized(self) -> bool:
         """Whether the diffusion runs on standardised data (``config.standardize``)."""
-        return bool(getattr(self.config, "standardize", False))
+        return self.config.standardize
 
     def _standard_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         if float(self.data_std) <= 0:
@@ -296,12 +296,15 @@ class DiffusionStage(nn.Module):
         return None
 
     @staticmethod
-    def _with_offset(out: torch.Tensor, base: torch.Tensor | None, limit: float | None = 1.0) -> torch.Tensor:
+    def _with_offset(out: torch.Tensor, base: torch.Tensor | None, limit: float | None = 1.0,
+                     clamp: bool = False) -> torch.Tensor:
         """A sample of ``x0 - base`` brought back to ``x0``, clamped to ``[-limit, limit]`` (none
-        when ``limit`` is ``None``); ``out`` unchanged without an offset."""
-        if base is None:
+        when ``limit`` is ``None``); ``out`` unchanged without an offset, unless ``clamp`` (a sample
+        the sampler did not clip to the data range itself: a standardised generator's)."""
+        if base is not None:
+            out = out + base.to(device=out.device, dtype=out.dtype)
+        elif not clamp:
             return out
-        out = out + base.to(device=out.device, dtype=out.dtype)
         return out if limit is None else out.clamp(-float(limit), float(limit))
 
     def _training_aligned(self, batch: Mapping[str, Any], x0: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -698,9 +701,8 @@ class _Generator(DiffusionStage):
                 neg["cond"] = self.prompt_aligned(neg_texts, shape[-1], chords=neg_chords)
             sampling = dict(sampling, negative=neg)
         out = self.from_diffusion(self.sample(shape, text=texts, **sampling))
-        if self.standardized and self.config.clip_x0 is not None:
-            out = out.clamp(-float(self.config.clip_x0), float(self.config.clip_x0))
-        return self._with_offset(out, self._output_offset({"text": list(texts)}), self.config.clip_x0)
+        return self._with_offset(out, self._output_offset({"text": texts}), self.config.clip_x0,
+                                 clamp=self.standardized)
 
 
 class WaveformGenerator(_Generator):

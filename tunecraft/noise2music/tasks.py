@@ -300,7 +300,7 @@ class _StageTask(TrainTask):
         """With ``standardize``: set the statistics from the deterministic first crops (the ones
         validation uses) of up to :attr:`STANDARDIZE_FILES` training files spread over the split,
         unless the model already has them (``train.init_from`` a standardised generator keeps its own)."""
-        if not getattr(self.model_config, "standardize", False) or float(model.data_std) > 0:
+        if not self.model_config.standardize or float(model.data_std) > 0:
             return
         metas, caps = train_dataset.metas, train_dataset.captions
         every = max(1, -(-len(metas) // self.STANDARDIZE_FILES))
